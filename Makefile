@@ -1,0 +1,76 @@
+# Secrets Store CSI Driver (Python distribution) — developer entry points.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+include hack/versions.env
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_CACHE)/kube-$(KUBE_VERSION)/bin:$(TOOLS_CACHE)/tools/bin:$(PATH)
+# Where the local control plane keeps its state, kubeconfig and logs.
+export SSCSI_CLUSTER_DIR ?= /tmp/sscsi-cluster
+export KUBECONFIG_PATH := $(SSCSI_CLUSTER_DIR)/admin.kubeconfig
+
+PROTOS := $(wildcard proto/sscsi_proto/*.proto)
+
+.PHONY: help setup proto lint typecheck unit e2e test tools cluster-up cluster-down demo sanity clean lock
+
+help:
+	@echo "make setup        create $(VENV) and install the project + dev tools (pinned by constraints.txt)"
+	@echo "make tools        build kube-apiserver/etcd/... csi-sanity, kwok from Go modules into $(TOOLS_CACHE)"
+	@echo "make cluster-up   start etcd + apiserver + controller-manager + scheduler; kubeconfig: $(KUBECONFIG_PATH)"
+	@echo "make cluster-down stop the local control plane"
+	@echo "make test         lint + typecheck + unit + e2e (real control plane)"
+	@echo "make demo         control plane, reference provider, driver, a pod's secrets mounted"
+
+$(STAMP): pyproject.toml constraints.txt
+	python3.11 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[operator,dev]'
+	touch $@
+
+setup: $(STAMP)
+
+# Regenerate constraints.txt from a fresh resolve (run when pyproject's ranges change).
+lock:
+	rm -rf /tmp/sscsi-lock-venv && python3.11 -m venv /tmp/sscsi-lock-venv
+	/tmp/sscsi-lock-venv/bin/pip install -q '.[operator,dev]'
+	/tmp/sscsi-lock-venv/bin/pip freeze --exclude secrets-store-csi-py > constraints.txt
+
+proto: $(STAMP)
+	$(PY) hack/gen-proto.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check driver operator proto tests hack
+	$(VENV)/bin/ruff format --check driver operator tests hack
+	$(VENV)/bin/lint-imports
+	$(PY) hack/gen-proto.py --check
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+tools:
+	hack/build-tools.sh kube csi-sanity kwok
+
+cluster-up: tools
+	hack/cluster-up.sh
+
+cluster-down:
+	hack/cluster-down.sh
+
+e2e: $(STAMP) tools
+	$(PY) -m pytest -q tests/e2e
+
+sanity: $(STAMP) tools
+	hack/sanity.sh
+
+test: lint typecheck unit sanity e2e
+
+demo: $(STAMP) tools
+	$(PY) hack/demo.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Build pinned Kubernetes components and test tools from Go modules into a cache
+# outside the repository. Re-running is a no-op when the binaries exist.
+# Usage: hack/build-tools.sh [kube|csi-sanity|kwok|all]...
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=versions.env
+source "$HERE/versions.env"
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+
+log() { echo "[build-tools] $*" >&2; }
+
+KUBE_BIN="$TOOLS_CACHE/kube-$KUBE_VERSION/bin"
+TOOLS_BIN="$TOOLS_CACHE/tools/bin"
+
+build_kube() {
+  local want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+  local missing=0
+  for b in "${want[@]}"; do [[ -x "$KUBE_BIN/$b" ]] || missing=1; done
+  if [[ $missing == 0 ]]; then log "kubernetes $KUBE_VERSION: cached in $KUBE_BIN"; return; fi
+  local K=$KUBE_VERSION MINOR S W
+  MINOR=$(echo "$K" | cut -d. -f2); S="0.${K#1.}"
+  W="$TOOLS_CACHE/kube-$K/src"
+  mkdir -p "$W" "$KUBE_BIN"
+  cd "$W"
+  if [[ ! -f go.mod ]]; then
+    go mod init local/k8sbuild >/dev/null 2>&1
+    go mod edit -go=1.24.0 -godebug=default=go1.24
+    local modfile staging
+    modfile=$(go mod download -json "k8s.io/kubernetes@v$K" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+    staging=$(sed -n 's|^[[:space:]]*\(k8s.io/[a-z-]*\) => ./staging/.*|\1|p' "$modfile")
+    for m in $staging; do go mod edit "-replace=$m=$m@v$S"; done
+  fi
+  log "resolving k8s.io/kubernetes v$K modules"
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K" "k8s.io/kubernetes/cmd/kube-controller-manager@v$K" \
+         "k8s.io/kubernetes/cmd/kube-scheduler@v$K" "k8s.io/kubernetes/cmd/kubelet@v$K" \
+         "k8s.io/kubernetes/cmd/kubectl@v$K" go.etcd.io/etcd/server/v3
+  local V=k8s.io/component-base/version
+  local LDF="-s -w -X $V.gitVersion=v$K -X $V.gitMajor=1 -X $V.gitMinor=$MINOR -X $V.gitTreeState=clean -X $V.buildDate=1970-01-01T00:00:00Z"
+  log "compiling kubernetes $K (this takes a while on a cold cache)"
+  go build -trimpath -ldflags "$LDF" -o "$KUBE_BIN/" k8s.io/kubernetes/cmd/kube-apiserver \
+     k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubectl
+  go build -trimpath -ldflags "-s -w" -o "$KUBE_BIN/etcd" go.etcd.io/etcd/server/v3
+  log "kubernetes $K built into $KUBE_BIN"
+}
+
+# go install into a versioned dir, then link into TOOLS_BIN
+go_install() {  # name pkg@version
+  local name=$1 spec=$2 ver=${2##*@}
+  local dest="$TOOLS_CACHE/tools/$name-$ver"
+  if [[ -x "$dest/$name" ]]; then log "$name $ver: cached"; else
+    log "building $name $ver"
+    mkdir -p "$dest"
+    GOBIN="$dest" go install -trimpath -ldflags "-s -w" "$spec"
+  fi
+  mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$name" "$TOOLS_BIN/$name"
+}
+
+# build with a throwaway wrapper module (for modules whose go.mod has replaces)
+go_wrap_build() {  # name module@version pkg [tags]
+  local name=$1 modver=$2 pkg=$3 tags=${4:-}
+  local ver=${modver##*@}
+  local dest="$TOOLS_CACHE/tools/$name-$ver"
+  if [[ -x "$dest/$name" ]]; then log "$name $ver: cached"; else
+    log "building $name $ver (wrapper module)"
+    mkdir -p "$dest/src"
+    ( cd "$dest/src"
+      [[ -f go.mod ]] || go mod init "local/$name" >/dev/null 2>&1
+      go get "$modver"
+      go build -trimpath ${tags:+-tags "$tags"} -ldflags "-s -w" -o "$dest/$name" "$pkg" )
+  fi
+  mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$name" "$TOOLS_BIN/$name"
+}
+
+build_csi_sanity() { go_install csi-sanity "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_TEST_VERSION"; }
+build_kwok() { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"; }
+build_registrar() {
+  go_wrap_build csi-node-driver-registrar \
+    "github.com/kubernetes-csi/node-driver-registrar/cmd/csi-node-driver-registrar@$NODE_DRIVER_REGISTRAR_COMMIT" \
+    github.com/kubernetes-csi/node-driver-registrar/cmd/csi-node-driver-registrar
+}
+build_livenessprobe() { go_install livenessprobe "github.com/kubernetes-csi/livenessprobe/cmd/livenessprobe@$LIVENESSPROBE_COMMIT"; }
+
+targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(all)
+for t in "${targets[@]}"; do
+  case $t in
+    kube) build_kube ;;
+    csi-sanity) build_csi_sanity ;;
+    kwok) build_kwok ;;
+    registrar) build_registrar ;;
+    livenessprobe) build_livenessprobe ;;
+    all) build_kube; build_csi_sanity; build_kwok ;;
+    *) echo "unknown target $t" >&2; exit 2 ;;
+  esac
+done

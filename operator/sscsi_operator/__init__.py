@@ -1,0 +1,1 @@
+"""kopf operator that installs, configures, repairs and removes the driver."""
