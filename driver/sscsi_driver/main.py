@@ -1,0 +1,123 @@
+"""Process wiring: flags, logging, Kubernetes caches, gRPC server, metrics; clean shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from sscsi_proto import csi_pb2_grpc
+
+from . import __version__, logs
+from .config import Config, parse_config, unix_socket_path
+from .identity import IdentityService
+from .kube.api import SPC, SPCPS, KubeApi
+from .kube.cache import Informer, NamespacedCache
+from .kube.events import EventRecorder
+from .kube.spcps import PodStatusWriter
+from .metrics import Heartbeat, Metrics, serve
+from .models import NODE_LABEL
+from .node import NodeService
+from .provider_client import ProviderClients
+from .publisher import Publisher
+
+log = logging.getLogger("sscsi_driver")
+
+USER_AGENT = f"secrets-store-csi-py/driver/{__version__}"
+
+
+async def run(cfg: Config) -> None:
+    if not cfg.node_id:
+        raise SystemExit("--nodeid is required (the DaemonSet passes $(KUBE_NODE_NAME))")
+    api = KubeApi.from_config(cfg.kubeconfig, USER_AGENT)
+    spcps_cache = Informer(api, SPCPS, labels={NODE_LABEL: cfg.node_id})
+    spcps_cache.start()
+    spcs = NamespacedCache(api, SPC)
+    metrics = Metrics()
+    heartbeat = Heartbeat()
+    providers = ProviderClients(cfg.provider_dirs, cfg.max_call_recv_msg_size, cfg.provider_timeout)
+    events = EventRecorder(api, "csi-secrets-store-driver", cfg.node_id)
+    publisher = Publisher(
+        cfg,
+        providers=providers,
+        spcs=spcs,
+        statuses=PodStatusWriter(api, spcps_cache, cfg.node_id),
+        events=events,
+        metrics=metrics,
+    )
+
+    socket_path = unix_socket_path(cfg.endpoint)
+    Path(socket_path).parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    server = grpc.aio.server()
+    csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(cfg.driver_name, __version__), server)
+    csi_pb2_grpc.add_NodeServicer_to_server(NodeService(cfg.node_id, publisher), server)
+    server.add_insecure_port(f"unix:{socket_path}")
+    http = serve(cfg.metrics_addr, metrics.registry, heartbeat)
+
+    tasks: list[asyncio.Task[None]] = []
+    if cfg.provider_health_check:
+        tasks.append(asyncio.create_task(providers.run_health_checks(cfg.provider_health_check_interval)))
+
+    async def beat() -> None:
+        while True:
+            heartbeat.beat()
+            await asyncio.sleep(5)
+
+    tasks.append(asyncio.create_task(beat()))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await server.start()
+    log.info(
+        "driver started",
+        extra={
+            "version": __version__,
+            "endpoint": cfg.endpoint,
+            "node": cfg.node_id,
+            "driver": cfg.driver_name,
+            "rotation": cfg.enable_secret_rotation,
+            "rotation_poll_interval_s": cfg.rotation_poll_interval,
+            "metrics_addr": f"{http.server_address[0]!s}:{http.server_address[1]}",
+        },
+    )
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop(grace=5)
+    for task in tasks:
+        task.cancel()
+    await events.drain()
+    await spcps_cache.stop()
+    await spcs.stop()
+    await providers.close()
+    await api.close()
+    http.shutdown()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, ns = parse_config(argv)
+    if ns.version:
+        print(json.dumps({"BuildVersion": __version__, "GitCommit": "", "BuildDate": ""}))
+        return 0
+    logs.setup(json_format=cfg.log_format_json, verbosity=cfg.verbosity)
+    try:
+        asyncio.run(run(cfg))
+    except SystemExit as exc:
+        print(f"secrets-store-csi-driver: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""NodePublishVolume / NodeUnpublishVolume: the mount lifecycle of one secrets volume.
+
+First publish: resolve the SecretProviderClass, mount a tmpfs, ask the provider
+for the files, write them atomically, record the SecretProviderClassPodStatus.
+Any failure leaves no mount behind, so kubelet's retry starts clean.
+
+Republish (kubelet, `requiresRepublish: true`): with rotation on and the volume
+due (interval elapsed or SPC edited), refresh through the same path; a failed
+refresh keeps the previous files and reports success to kubelet, as upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import atomic_writer, errors, mounter
+from .config import Config
+from .errors import DriverError
+from .kube.api import ApiError
+from .kube.cache import NamespacedCache
+from .kube.events import NORMAL, WARNING, EventRecorder
+from .kube.spcps import PodStatusWriter
+from .metrics import OS_TYPE, Metrics
+from .models import (
+    POD_NAME,
+    POD_NAMESPACE,
+    POD_UID,
+    PROVIDER_ATTRIBUTE,
+    SA_TOKENS,
+    SERVICE_ACCOUNT,
+    SPC_ATTRIBUTE,
+    PodRef,
+    SecretProviderClass,
+)
+from .provider_client import ProviderClients
+from .volumes import VolumeRegistry, VolumeState
+
+log = logging.getLogger(__name__)
+
+VolumeListener = Callable[[VolumeState, SecretProviderClass], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    target_path: str
+    readonly: bool
+    volume_context: Mapping[str, str]
+    secrets: Mapping[str, str]
+    deadline: float | None = None  # seconds left on kubelet's call
+
+
+class Publisher:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        providers: ProviderClients,
+        spcs: NamespacedCache,
+        statuses: PodStatusWriter,
+        events: EventRecorder,
+        metrics: Metrics,
+    ) -> None:
+        self._cfg = cfg
+        self._providers = providers
+        self._spcs = spcs
+        self._statuses = statuses
+        self._events = events
+        self._metrics = metrics
+        self.volumes = VolumeRegistry()
+        self.listeners: list[VolumeListener] = []
+
+    # ---- target path checks ----
+
+    def _check_target(self, target: str) -> None:
+        if os.path.normpath(target) != target or not os.path.isabs(target):
+            raise errors.invalid_argument(f"target path {target!r} must be an absolute, clean path")
+        pods_dir = os.path.join(os.path.realpath(self._cfg.kubelet_root_dir), "pods") + os.sep
+        parent = os.path.realpath(os.path.dirname(target))
+        if not (parent + os.sep).startswith(pods_dir):
+            raise errors.invalid_argument(
+                f"target path {target} is outside the kubelet pods directory {pods_dir} "
+                f"(set --kubelet-root-dir if kubelet uses another root)"
+            )
+
+    @staticmethod
+    def _ensure_mount_point(target: Path) -> bool:
+        """True when our tmpfs is already mounted there; creates the directory otherwise."""
+        try:
+            if mounter.is_mount_point(target):
+                try:
+                    os.listdir(target)
+                    return True
+                except OSError:
+                    log.warning("corrupt mount point, unmounting", extra={"target_path": str(target)})
+                    mounter.unmount(target)
+                    return False
+            target.mkdir(mode=0o750, parents=True, exist_ok=True)
+            return False
+        except OSError as err:
+            raise errors.internal(
+                f"failed to check if target path {target} is mount point, err: {err}",
+                errors.FAILED_TO_ENSURE_MOUNT_POINT,
+            ) from err
+
+    # ---- publish ----
+
+    async def publish(self, req: PublishRequest) -> None:
+        ctx = req.volume_context
+        pod = PodRef(
+            namespace=ctx.get(POD_NAMESPACE, ""),
+            name=ctx.get(POD_NAME, ""),
+            uid=ctx.get(POD_UID, ""),
+            service_account=ctx.get(SERVICE_ACCOUNT, ""),
+        )
+        spc_name = ctx.get(SPC_ATTRIBUTE, "")
+        provider_label = ctx.get(PROVIDER_ATTRIBUTE, "")
+        target = Path(req.target_path)
+        self._check_target(req.target_path)
+        mounted = await asyncio.to_thread(self._ensure_mount_point, target)
+        state = self.volumes.get(req.target_path)
+        if mounted and not self._cfg.enable_secret_rotation:
+            return  # idempotent: already published
+        if mounted and state is not None and not await self._refresh_due(state):
+            return
+        started = time.monotonic()
+        try:
+            provider = await self._publish(req, pod, spc_name, target, remount=mounted)
+            provider_label = provider
+        except DriverError as err:
+            self._metrics.node_publish_error.labels(provider_label, err.error_type, OS_TYPE).inc()
+            if mounted:
+                self._metrics.rotation_reconcile_error.labels(
+                    provider_label, err.error_type, OS_TYPE, "true"
+                ).inc()
+                self._events.pod_event(
+                    pod, WARNING, "MountRotationFailed", f"failed to rotate {spc_name}: {err.message}"
+                )
+                log.warning(
+                    "refresh failed, previous contents kept",
+                    extra={
+                        "target_path": req.target_path,
+                        "pod": f"{pod.namespace}/{pod.name}",
+                        "error": err.message,
+                    },
+                )
+                if state is not None:
+                    state.refreshed_at = time.monotonic()  # retry after the interval, not on every republish
+                return  # upstream masks remount errors (kubernetes/kubernetes#121271)
+            raise
+        self._metrics.node_publish.labels(provider_label, OS_TYPE).inc()
+        if mounted:
+            self._metrics.rotation_reconcile.labels(provider_label, OS_TYPE, "true").inc()
+            self._metrics.rotation_reconcile_duration.labels(OS_TYPE).observe(time.monotonic() - started)
+
+    async def _refresh_due(self, state: VolumeState) -> bool:
+        if state.due(self._cfg.rotation_poll_interval):
+            return True
+        try:  # an SPC edited since the last refresh takes effect at once
+            spc = SecretProviderClass.from_dict(await self._spcs.get(state.pod.namespace, state.spc_name))
+        except (ApiError, OSError):
+            return False
+        return spc.generation != state.spc_generation
+
+    async def _publish(
+        self, req: PublishRequest, pod: PodRef, spc_name: str, target: Path, *, remount: bool
+    ) -> str:
+        if not spc_name:
+            raise errors.failed("secretProviderClass is not set", errors.SPC_NOT_FOUND)
+        try:
+            spc = SecretProviderClass.from_dict(await self._spcs.get(pod.namespace, spc_name))
+        except ApiError as err:
+            raise errors.failed(
+                f"failed to get secretproviderclass {pod.namespace}/{spc_name}, error: {err}",
+                errors.SPC_NOT_FOUND,
+            ) from err
+        if not spc.provider:
+            raise errors.failed(f"provider not set in {pod.namespace}/{spc_name}", errors.SPC_NOT_FOUND)
+        if not spc.parameters:
+            raise errors.failed(f"parameters not set in {pod.namespace}/{spc_name}", errors.SPC_NOT_FOUND)
+        if not req.readonly:
+            raise errors.invalid_argument("Readonly is not true in request")
+
+        attributes = dict(spc.parameters)
+        attributes.update(req.volume_context)
+        tokens = req.secrets.get(SA_TOKENS) or req.volume_context.get(SA_TOKENS, "")
+        if tokens:
+            attributes[SA_TOKENS] = tokens
+        state = self.volumes.get(str(target))
+        current = dict(state.versions) if state else self._statuses.current_versions(pod, spc_name)
+
+        if not remount:
+            try:
+                await asyncio.to_thread(mounter.mount_tmpfs, target)
+            except OSError as err:
+                raise errors.failed(
+                    f"failed to mount tmpfs at {target}: {err}", errors.FAILED_TO_MOUNT
+                ) from err
+        try:
+            result = await self._providers.mount(
+                spc.provider,
+                attributes=attributes,
+                secrets=req.secrets,
+                target_path=str(target),
+                current_versions=current,
+                timeout=min(self._cfg.provider_timeout, req.deadline) if req.deadline else None,
+            )
+            try:
+                changed = await asyncio.to_thread(atomic_writer.write_payloads, target, result.files)
+            except (atomic_writer.PayloadError, OSError) as err:
+                raise errors.failed(str(err), errors.FILE_WRITE_ERROR) from err
+            try:
+                await self._statuses.upsert(pod, spc_name, str(target), result.versions)
+            except ApiError as err:
+                raise errors.failed(
+                    f"failed to create secret provider class pod status for pod {pod.namespace}/{pod.name}, "
+                    f"err: {err}",
+                    errors.FAILED_TO_MOUNT,
+                ) from err
+        except DriverError as err:
+            if not remount:
+                await asyncio.to_thread(self._cleanup_failed_mount, target)
+                who = f"{pod.namespace}/{pod.name}"
+                raise errors.failed(
+                    f"failed to mount secrets store objects for pod {who}, err: {err.message}", err.error_type
+                ) from err
+            raise
+
+        new_state = VolumeState(
+            target=str(target),
+            pod=pod,
+            spc_name=spc_name,
+            provider=spc.provider,
+            spc_generation=spc.generation,
+            versions=dict(result.versions),
+        )
+        if state is None:
+            self._spcs.acquire(pod.namespace)
+        self.volumes.put(new_state)
+        if remount and changed:
+            log.info(
+                "volume refreshed", extra={"target_path": str(target), "pod": f"{pod.namespace}/{pod.name}"}
+            )
+        if remount and state is not None and state.versions != new_state.versions:
+            self._events.pod_event(
+                pod,
+                NORMAL,
+                "MountRotationComplete",
+                f"successfully rotated mounted contents for spc {spc_name}",
+            )
+        for listener in self.listeners:
+            await listener(new_state, spc)
+        return spc.provider
+
+    @staticmethod
+    def _cleanup_failed_mount(target: Path) -> None:
+        try:
+            mounter.unmount(target)
+            _remove_contents(target)
+            target.rmdir()
+        except OSError as err:
+            log.warning(
+                "cleanup after failed mount incomplete", extra={"target_path": str(target), "error": str(err)}
+            )
+
+    # ---- unpublish ----
+
+    async def unpublish(self, target_path: str) -> None:
+        try:
+            await asyncio.to_thread(self._unmount_and_remove, Path(target_path))
+        except OSError as err:
+            self._metrics.node_unpublish_error.labels(OS_TYPE).inc()
+            raise errors.internal(
+                f"failed to clean and unmount target path {target_path}, err: {err}", errors.FAILED_TO_MOUNT
+            ) from err
+        state = self.volumes.pop(target_path)
+        if state is not None:
+            self._spcs.release(state.pod.namespace)
+        self._metrics.node_unpublish.labels(OS_TYPE).inc()
+
+    @staticmethod
+    def _unmount_and_remove(target: Path) -> None:
+        if not os.path.lexists(target):
+            return
+        if target.is_symlink() or not target.is_dir():
+            raise OSError(f"{target} is not a directory; refusing to touch it")
+        for _ in range(8):  # stacked mounts (e.g. after a crash) come off one at a time
+            if not mounter.is_mount_point(target):
+                break
+            mounter.unmount(target)
+        _remove_contents(target)
+        target.rmdir()
+
+
+def _remove_contents(directory: Path) -> None:
+    """Delete what is inside `directory` without following any symlink out of it."""
+    if not directory.is_dir() or directory.is_symlink():
+        return
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
