@@ -54,7 +54,7 @@ def validate_payloads(files: Sequence[Payload]) -> None:
     for payload in files:
         _validate_path(payload.path)
         if not 0 <= payload.mode <= MAX_MODE:
-            raise PayloadError(f"{_shown(payload.path)}: invalid mode {payload.mode:#o}, must be within 0..0o777")
+            raise PayloadError(f"{_shown(payload.path)}: invalid mode {payload.mode:#o}, must be 0..0o777")
 
     paths = [payload.path for payload in files]
     seen: set[str] = set()
@@ -67,7 +67,7 @@ def validate_payloads(files: Sequence[Payload]) -> None:
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
             if parent in seen:
-                raise PayloadError(f"{_shown(parent)}: is a file but also the parent directory of {_shown(path)}")
+                raise PayloadError(f"{_shown(parent)}: is a file but also the parent of {_shown(path)}")
 
 
 def _validate_path(path: str) -> None:
@@ -112,15 +112,19 @@ def write_payloads(target: Path, files: Sequence[Payload]) -> bool:
 
     recover(target)
     top_names = {payload.path.split("/", 1)[0] for payload in files}
+    for name in top_names:  # files a provider once wrote directly, not through our links
+        entry = target / name
+        if entry.is_symlink() or not entry.exists():
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
     old = _current_generation(target)
     if old is not None and _generation_holds(target / old, files):
         _sync_links(target, top_names)
         return False
-
-    for name in top_names:
-        entry = target / name
-        if entry.exists() and not entry.is_symlink():
-            _remove(entry)
 
     try:
         new = _write_generation(target, files)
@@ -261,10 +265,10 @@ def _sync_links(target: Path, top_names: set[str]) -> None:
     for name in sorted(top_names):
         link = target / name
         wanted = f"{DATA_LINK}/{name}"
-        if link.is_symlink() and os.readlink(link) == wanted:
-            continue
-        if link.is_symlink() or link.exists():
-            _remove(link)
+        if link.is_symlink():
+            if os.readlink(link) == wanted:
+                continue
+            link.unlink()
         os.symlink(wanted, link)
     for entry in os.scandir(target):
         if (
@@ -274,10 +278,3 @@ def _sync_links(target: Path, top_names: set[str]) -> None:
             and os.readlink(entry.path) == f"{DATA_LINK}/{entry.name}"
         ):
             os.unlink(entry.path)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()

@@ -140,12 +140,12 @@ class ProviderService(provider_pb2_grpc.CSIDriverProviderServicer):
         self.state = state
 
     # gRPC entry points -------------------------------------------------------
-    def Version(  # noqa: N802 - gRPC method name
+    def Version(
         self, request: provider_pb2.VersionRequest, context: grpc.ServicerContext
     ) -> provider_pb2.VersionResponse:
         return self.version(request)
 
-    def Mount(  # noqa: N802 - gRPC method name
+    def Mount(
         self, request: provider_pb2.MountRequest, context: grpc.ServicerContext
     ) -> provider_pb2.MountResponse:
         try:
