@@ -15,15 +15,19 @@ TOOLS_BIN="$TOOLS_CACHE/tools/bin"
 
 build_kube() {
   local want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+  # The recipe stamp changes whenever the build inputs below change, forcing a rebuild.
+  local recipe="k8s=$KUBE_VERSION etcd=$ETCD_VERSION ldflags=v2"
   local missing=0
   for b in "${want[@]}"; do [[ -x "$KUBE_BIN/$b" ]] || missing=1; done
+  [[ "$(cat "$KUBE_BIN/.recipe" 2>/dev/null)" == "$recipe" ]] || missing=1
   if [[ $missing == 0 ]]; then log "kubernetes $KUBE_VERSION: cached in $KUBE_BIN"; return; fi
   local K=$KUBE_VERSION MINOR S W
   MINOR=$(echo "$K" | cut -d. -f2); S="0.${K#1.}"
   W="$TOOLS_CACHE/kube-$K/src"
   mkdir -p "$W" "$KUBE_BIN"
   cd "$W"
-  if [[ ! -f go.mod ]]; then
+  if [[ ! -f go.mod ]] || ! grep -q "go.etcd.io/etcd/server/v3 $ETCD_VERSION" go.mod; then
+    rm -f go.mod go.sum
     go mod init local/k8sbuild >/dev/null 2>&1
     go mod edit -go=1.24.0 -godebug=default=go1.24
     local modfile staging
@@ -34,15 +38,21 @@ build_kube() {
   log "resolving k8s.io/kubernetes v$K modules"
   go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K" "k8s.io/kubernetes/cmd/kube-controller-manager@v$K" \
          "k8s.io/kubernetes/cmd/kube-scheduler@v$K" "k8s.io/kubernetes/cmd/kubelet@v$K" \
-         "k8s.io/kubernetes/cmd/kubectl@v$K" go.etcd.io/etcd/server/v3
+         "k8s.io/kubernetes/cmd/kubectl@v$K" "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   local V=k8s.io/component-base/version
-  local LDF="-s -w -X $V.gitVersion=v$K -X $V.gitMajor=1 -X $V.gitMinor=$MINOR -X $V.gitTreeState=clean -X $V.buildDate=1970-01-01T00:00:00Z"
+  local C=k8s.io/client-go/pkg/version
+  local LDF="-s -w -X $V.gitVersion=v$K -X $V.gitMajor=1 -X $V.gitMinor=$MINOR -X $V.gitTreeState=clean"
+  LDF+=" -X $V.buildDate=1970-01-01T00:00:00Z -X $C.gitVersion=v$K -X $C.gitMajor=1 -X $C.gitMinor=$MINOR"
   log "compiling kubernetes $K (this takes a while on a cold cache)"
-  go build -trimpath -ldflags "$LDF" -o "$KUBE_BIN/" k8s.io/kubernetes/cmd/kube-apiserver \
+  # Build beside the cache and rename into place: running binaries are never overwritten.
+  local OUT="$W/out"; rm -rf "$OUT"; mkdir -p "$OUT"
+  go build -trimpath -ldflags "$LDF" -o "$OUT/" k8s.io/kubernetes/cmd/kube-apiserver \
      k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
      k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubectl
-  go build -trimpath -ldflags "-s -w" -o "$KUBE_BIN/etcd" go.etcd.io/etcd/server/v3
-  log "kubernetes $K built into $KUBE_BIN"
+  go build -trimpath -ldflags "-s -w" -o "$OUT/etcd" go.etcd.io/etcd/server/v3
+  for b in "${want[@]}"; do mv -f "$OUT/$b" "$KUBE_BIN/$b"; done
+  echo "$recipe" > "$KUBE_BIN/.recipe"
+  log "kubernetes $K (etcd $ETCD_VERSION) built into $KUBE_BIN"
 }
 
 # go install into a versioned dir, then link into TOOLS_BIN

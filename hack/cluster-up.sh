@@ -296,12 +296,13 @@ start_scheduler() {
 # --- main ------------------------------------------------------------------------------
 
 print_result() {
-  log "ready in $((SECONDS - START))s: logs in $LOGS_DIR"
+  local ms=$(((${EPOCHREALTIME/./} - START_US) / 1000))
+  log "ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s; logs in $LOGS_DIR"
   printf '%s\n' "$KUBECONFIG_FILE"
 }
 
 main() {
-  START=$SECONDS
+  START_US=${EPOCHREALTIME/./}
   take_lock
   if cluster_running; then
     log "already running (kube $KUBE_VERSION)"

@@ -23,8 +23,17 @@ FOO_OBJECTS = objects_param(
 )
 
 
+@pytest.fixture(scope="session")
+def crds(cluster: Any) -> None:
+    root = Path(__file__).resolve().parents[2] / "assets" / "crds"
+    out = cluster.kubectl("apply", "--server-side", "-f", str(root))
+    assert out.returncode == 0, out.stderr
+    out = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(root))
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.fixture(scope="module")
-async def env(cluster: Any) -> AsyncIterator[DriverEnv]:
+async def env(cluster: Any, crds: None) -> AsyncIterator[DriverEnv]:
     async with driver_env(cluster.kubeconfig, cluster.logs_dir / "driver-publish") as e:
         yield e
 
