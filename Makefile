@@ -64,8 +64,15 @@ cluster-down:
 e2e: $(STAMP) tools
 	$(PY) -m pytest -q tests/e2e
 
+# csi-sanity skips, each needing a Controller service this node-only plugin does not have
+# (upstream runs sanity with the same Controller skip):
+#  - [Controller Server]: every spec calls ControllerGetCapabilities/CreateVolume.
+#  - "should remove target path" and "NodeStageVolume ... no volume capability": both call
+#    CreateVolume unconditionally before the node call under test.
+# The publish success paths csi-sanity cannot reach are covered by tests/e2e (kubelet emulator).
+SANITY_SKIP := \[Controller Server\]|should remove target path|NodeStageVolume.*should fail when no volume capability is provided
 sanity: $(STAMP) tools
-	hack/sanity.sh
+	hack/sanity.sh --ginkgo.skip='$(SANITY_SKIP)' --ginkgo.no-color
 
 test: lint typecheck unit sanity e2e
 

@@ -10,6 +10,11 @@ export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 
 log() { echo "[build-tools] $*" >&2; }
 
+# One build at a time: concurrent `make` targets all depend on tools.
+mkdir -p "$TOOLS_CACHE"
+exec 9>"$TOOLS_CACHE/.build.lock"
+flock 9
+
 KUBE_BIN="$TOOLS_CACHE/kube-$KUBE_VERSION/bin"
 TOOLS_BIN="$TOOLS_CACHE/tools/bin"
 

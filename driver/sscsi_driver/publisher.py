@@ -12,6 +12,7 @@ refresh keeps the previous files and reports success to kubelet, as upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -153,6 +154,7 @@ class Publisher:
                 if state is not None:
                     state.refreshed_at = time.monotonic()  # retry after the interval, not on every republish
                 return  # upstream masks remount errors (kubernetes/kubernetes#121271)
+            await asyncio.to_thread(self._cleanup_failed_mount, target)
             raise
         self._metrics.node_publish.labels(provider_label, OS_TYPE).inc()
         if mounted:
@@ -263,7 +265,8 @@ class Publisher:
         try:
             mounter.unmount(target)
             _remove_contents(target)
-            target.rmdir()
+            with contextlib.suppress(FileNotFoundError):
+                target.rmdir()
         except OSError as err:
             log.warning(
                 "cleanup after failed mount incomplete", extra={"target_path": str(target), "error": str(err)}

@@ -65,7 +65,7 @@ def read_volume(target: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in target.iterdir() if not p.name.startswith("..")}
 
 
-async def test_upstream_sample_spcs_apply(cluster: Any, namespace: str) -> None:
+async def test_upstream_sample_spcs_apply(cluster: Any, crds: None, namespace: str) -> None:
     for name in (
         "spc-v1-e2e-provider.yaml",
         "spc-v1alpha1-e2e-provider.yaml",
