@@ -158,8 +158,15 @@ class Publisher:
             raise
         self._metrics.node_publish.labels(provider_label, OS_TYPE).inc()
         if mounted:
-            self._metrics.rotation_reconcile.labels(provider_label, OS_TYPE, "true").inc()
+            rotated = (
+                "true" if state is None or state.versions != self._versions_of(req.target_path) else "false"
+            )
+            self._metrics.rotation_reconcile.labels(provider_label, OS_TYPE, rotated).inc()
             self._metrics.rotation_reconcile_duration.labels(OS_TYPE).observe(time.monotonic() - started)
+
+    def _versions_of(self, target: str) -> dict[str, str]:
+        state = self.volumes.get(target)
+        return state.versions if state else {}
 
     async def _refresh_due(self, state: VolumeState) -> bool:
         if state.due(self._cfg.rotation_poll_interval):

@@ -99,3 +99,13 @@ def namespace(request: pytest.FixtureRequest, kube_sync: Client) -> Iterator[str
     except ApiError as err:
         if err.status.code != 404:
             raise
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    """SecretProviderClass and SecretProviderClassPodStatus CRDs, installed once and Established."""
+    root = Path(__file__).resolve().parents[2] / "assets" / "crds"
+    out = cluster.kubectl("apply", "--server-side", "-f", str(root))
+    assert out.returncode == 0, out.stderr
+    out = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(root))
+    assert out.returncode == 0, out.stderr

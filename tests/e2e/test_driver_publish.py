@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
@@ -13,8 +12,9 @@ from typing import Any
 import grpc
 import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
+from harness.k8s import create_pod, events_for, read_volume, wait_for
 from sscsi_driver import mounter
-from sscsi_driver.kube.api import EVENT, POD, SECRET, SPC, SPCPS, ApiError, KubeApi
+from sscsi_driver.kube.api import POD, SECRET, SPC, SPCPS, ApiError
 
 MANIFESTS = Path(__file__).parent / "manifests"
 FOOKEY = "-----BEGIN PUBLIC KEY-----\nThis is mock key\n-----END PUBLIC KEY-----\n"
@@ -23,46 +23,10 @@ FOO_OBJECTS = objects_param(
 )
 
 
-@pytest.fixture(scope="session")
-def crds(cluster: Any) -> None:
-    root = Path(__file__).resolve().parents[2] / "assets" / "crds"
-    out = cluster.kubectl("apply", "--server-side", "-f", str(root))
-    assert out.returncode == 0, out.stderr
-    out = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(root))
-    assert out.returncode == 0, out.stderr
-
-
 @pytest.fixture(scope="module")
 async def env(cluster: Any, crds: None) -> AsyncIterator[DriverEnv]:
     async with driver_env(cluster.kubeconfig, cluster.logs_dir / "driver-publish") as e:
         yield e
-
-
-async def create_pod(api: KubeApi, manifest: dict[str, Any]) -> dict[str, Any]:
-    ns = manifest["metadata"]["namespace"]
-    for _ in range(100):  # the namespace's default ServiceAccount appears shortly after the namespace
-        try:
-            return await api.create(POD, manifest, ns)
-        except ApiError as err:
-            if "serviceaccount" not in err.message.lower():
-                raise
-            await asyncio.sleep(0.1)
-    raise AssertionError("default service account never appeared")
-
-
-async def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.25) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-def read_volume(target: Path) -> dict[str, str]:
-    return {p.name: p.read_text() for p in target.iterdir() if not p.name.startswith("..")}
 
 
 async def test_upstream_sample_spcs_apply(cluster: Any, crds: None, namespace: str) -> None:
@@ -149,11 +113,6 @@ async def test_pod_deletion_garbage_collects_spcps(env: DriverEnv, namespace: st
             return err.not_found
 
     await wait_for(spcps_gone, timeout=90)
-
-
-async def events_for(api: KubeApi, namespace: str, pod: str) -> list[dict[str, Any]]:
-    doc = await api.list(EVENT, namespace, fields={"involvedObject.name": pod})
-    return list(doc.get("items") or [])
 
 
 def error_total(metrics: str, error_type: str) -> float:
