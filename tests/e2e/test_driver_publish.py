@@ -311,3 +311,47 @@ def test_identity(cluster: Any, env: DriverEnv) -> None:
         text=True,
     )
     assert '"BuildVersion"' in out.stdout
+
+
+async def test_service_account_tokens_reach_the_provider(env: DriverEnv, namespace: str) -> None:
+    """CSIDriver.tokenRequests: kubelet mints tokens, the driver passes them on, never logs them."""
+    from harness.kubelet import CSIDRIVER
+
+    csidriver = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSIDriver",
+        "metadata": {"name": "secrets-store.csi.k8s.io"},
+        "spec": {
+            "podInfoOnMount": True,
+            "attachRequired": False,
+            "volumeLifecycleModes": ["Ephemeral"],
+            "tokenRequests": [{"audience": "aud1"}, {"audience": "aud2", "expirationSeconds": 600}],
+        },
+    }
+    existing = None
+    try:
+        existing = await env.api.get(CSIDRIVER, "secrets-store.csi.k8s.io")
+    except ApiError as err:
+        assert err.not_found
+    if existing is not None:
+        pytest.skip("a CSIDriver is installed by another test (operator); not touching it")
+    await env.api.create(CSIDRIVER, csidriver)
+    try:
+        await env.api.create(SPC, spc_manifest("tok-spc", namespace, FOO_OBJECTS), namespace)
+        env.provider_control("/validate-token-requests?audience=aud1,aud2")
+        pod = await create_pod(
+            env.api, pod_manifest("tok-pod", namespace, env.node, [csi_volume("v", "tok-spc")])
+        )
+        [ok] = await env.kubelet.publish_pod(pod)
+        assert ok.ok, ok.error
+        await env.kubelet.unpublish_pod(pod)
+
+        env.provider_control("/validate-token-requests?audience=aud1,aud3")
+        [missing] = await env.kubelet.publish_pod(pod)
+        assert missing.error is not None and "aud3" in (missing.error.details() or "")
+        assert mounter.mounts_under(missing.target.parent) == []
+        token_prefix = "eyJ"  # every service-account JWT starts with this
+        assert token_prefix not in env.driver.log()
+    finally:
+        env.provider_control("/validate-token-requests?audience=")
+        await env.api.delete(CSIDRIVER, "secrets-store.csi.k8s.io")
