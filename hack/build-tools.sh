@@ -95,6 +95,15 @@ build_registrar() {
     "github.com/kubernetes-csi/node-driver-registrar/cmd/csi-node-driver-registrar@$NODE_DRIVER_REGISTRAR_COMMIT" \
     github.com/kubernetes-csi/node-driver-registrar/cmd/csi-node-driver-registrar
 }
+# operator-sdk and opm: containers/image needs the openpgp tag to build without cgo/gpgme.
+build_operator_sdk() {
+  GOFLAGS="$GOFLAGS -tags=containers_image_openpgp" \
+    go_install operator-sdk "github.com/operator-framework/operator-sdk/cmd/operator-sdk@$OPERATOR_SDK_VERSION"
+}
+build_opm() {
+  GOFLAGS="$GOFLAGS -tags=containers_image_openpgp" \
+    go_install opm "github.com/operator-framework/operator-registry/cmd/opm@$OPM_VERSION"
+}
 build_livenessprobe() { go_install livenessprobe "github.com/kubernetes-csi/livenessprobe/cmd/livenessprobe@$LIVENESSPROBE_COMMIT"; }
 
 targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(all)
@@ -105,6 +114,9 @@ for t in "${targets[@]}"; do
     kwok) build_kwok ;;
     registrar) build_registrar ;;
     livenessprobe) build_livenessprobe ;;
+    operator-sdk) build_operator_sdk ;;
+    opm) build_opm ;;
+    olm) build_operator_sdk; build_opm ;;
     all) build_kube; build_csi_sanity; build_kwok ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac

@@ -125,18 +125,21 @@ class Publisher:
         target = Path(req.target_path)
         self._check_target(req.target_path)
         mounted = await asyncio.to_thread(self._ensure_mount_point, target)
+        # A tmpfs without `..data` never got its files (e.g. the driver was killed mid-publish):
+        # finish the first publish instead of reporting an empty volume as published.
+        published = mounted and (target / "..data").is_symlink()
         state = self.volumes.get(req.target_path)
-        if mounted and not self._cfg.enable_secret_rotation:
+        if published and not self._cfg.enable_secret_rotation:
             return  # idempotent: already published
-        if mounted and state is not None and not await self._refresh_due(state):
+        if published and state is not None and not await self._refresh_due(state):
             return
         started = time.monotonic()
         try:
-            provider = await self._publish(req, pod, spc_name, target, remount=mounted)
+            provider = await self._publish(req, pod, spc_name, target, remount=published, mounted=mounted)
             provider_label = provider
         except DriverError as err:
             self._metrics.node_publish_error.labels(provider_label, err.error_type, OS_TYPE).inc()
-            if mounted:
+            if published:
                 self._metrics.rotation_reconcile_error.labels(
                     provider_label, err.error_type, OS_TYPE, "true"
                 ).inc()
@@ -157,7 +160,7 @@ class Publisher:
             await asyncio.to_thread(self._cleanup_failed_mount, target)
             raise
         self._metrics.node_publish.labels(provider_label, OS_TYPE).inc()
-        if mounted:
+        if published:
             rotated = (
                 "true" if state is None or state.versions != self._versions_of(req.target_path) else "false"
             )
@@ -178,7 +181,7 @@ class Publisher:
         return spc.generation != state.spc_generation
 
     async def _publish(
-        self, req: PublishRequest, pod: PodRef, spc_name: str, target: Path, *, remount: bool
+        self, req: PublishRequest, pod: PodRef, spc_name: str, target: Path, *, remount: bool, mounted: bool
     ) -> str:
         if not spc_name:
             raise errors.failed("secretProviderClass is not set", errors.SPC_NOT_FOUND)
@@ -204,7 +207,7 @@ class Publisher:
         state = self.volumes.get(str(target))
         current = dict(state.versions) if state else self._statuses.current_versions(pod, spc_name)
 
-        if not remount:
+        if not mounted:
             try:
                 await asyncio.to_thread(mounter.mount_tmpfs, target)
             except OSError as err:

@@ -158,8 +158,19 @@ class KubeApi:
             "PATCH", res.path(namespace, name), body=patch, content_type="application/merge-patch+json"
         )
 
-    async def delete(self, res: Resource, name: str, namespace: str | None = None) -> None:
-        await self.request("DELETE", res.path(namespace, name))
+    async def delete(
+        self,
+        res: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        preconditions: Mapping[str, str] | None = None,
+    ) -> None:
+        """Delete; `preconditions` ({"uid": ..., "resourceVersion": ...}) make it fail with 409 on a mismatch."""
+        body = None
+        if preconditions:
+            body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": dict(preconditions)}
+        await self.request("DELETE", res.path(namespace, name), body=body)
 
     async def watch(
         self,
