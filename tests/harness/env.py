@@ -7,7 +7,7 @@ import contextlib
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,15 @@ class DriverEnv:
     metrics_url: str
     kubelet_root: Path
     provider_dir: Path
+    restart: Callable[[], Process] | None = None
+
+    def kill_driver(self) -> None:
+        self.driver.kill()
+
+    async def restart_driver(self) -> None:
+        assert self.restart is not None
+        self.driver.kill()
+        self.driver = await asyncio.to_thread(self.restart)
 
     def provider_control(self, path: str) -> str:
         with urllib.request.urlopen(self.provider_http + path, timeout=10) as resp:
@@ -69,8 +78,9 @@ async def driver_env(
     await ensure_node(api, node)
     http_port, metrics_port = free_port(), free_port()
     provider = await asyncio.to_thread(start_provider, provider_dir, log_dir, http_port=http_port)
-    driver = await asyncio.to_thread(
-        lambda: start_driver(
+
+    def launch() -> Process:
+        return start_driver(
             socket_path=workdir / "csi.sock",
             kubeconfig=kubeconfig,
             node=node,
@@ -82,7 +92,8 @@ async def driver_env(
             rotation_interval=rotation_interval,
             extra=extra_args,
         )
-    )
+
+    driver = await asyncio.to_thread(launch)
     kubelet = KubeletEmulator(str(workdir / "csi.sock"), kubelet_root, node, api)
     env = DriverEnv(
         workdir=workdir,
@@ -95,6 +106,7 @@ async def driver_env(
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         kubelet_root=kubelet_root,
         provider_dir=provider_dir,
+        restart=launch,
     )
     try:
         yield env
