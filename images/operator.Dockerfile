@@ -1,0 +1,24 @@
+# The operator image: non-root, read-only root filesystem friendly (no writes outside /tmp).
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS wheels
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY driver driver
+COPY operator operator
+COPY proto proto
+RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels '.[operator]'
+
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="secrets-store-csi-py operator" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV SSCSI_VERSION=${VERSION} PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY --from=wheels /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'secrets-store-csi-py[operator]' \
+ && rm -rf /wheels
+COPY assets /usr/share/secrets-store-csi-py/assets
+ENV SSCSI_ASSETS_DIR=/usr/share/secrets-store-csi-py/assets
+USER 65532:65532
+ENTRYPOINT ["secrets-store-csi-operator"]

@@ -1,0 +1,20 @@
+# The reference provider (behaves like upstream's e2e provider). Non-root: it only needs
+# write access to the provider socket directory it is given.
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS wheels
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY driver driver
+COPY operator operator
+COPY proto proto
+RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels .
+
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="secrets-store-csi-py e2e provider" \
+      org.opencontainers.image.version="${VERSION}"
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY --from=wheels /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels secrets-store-csi-py && rm -rf /wheels
+ENTRYPOINT ["secrets-store-csi-e2e-provider"]
