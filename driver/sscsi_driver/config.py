@@ -54,6 +54,7 @@ class Config:
     kubeconfig: str | None
     kubelet_root_dir: Path
     provider_timeout: float
+    enable_secret_sync: bool = True
 
     @property
     def provider_dirs(self) -> tuple[Path, ...]:
@@ -69,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flag = p.add_argument
 
-    def boolean(name: str, help_text: str) -> None:
-        flag(name, type=parse_bool, nargs="?", const=True, default=False, help=help_text)
+    def boolean(name: str, help_text: str, default: bool = False) -> None:
+        flag(name, type=parse_bool, nargs="?", const=True, default=default, help=help_text)
 
     flag("--endpoint", default="unix:///tmp/csi.sock", help="CSI endpoint (unix:///path)")
     flag("--drivername", default="secrets-store.csi.k8s.io", help="name of the driver")
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=parse_duration("60s"),
         help="deadline of one provider Mount call (our addition)",
     )
+    boolean(
+        "--enable-secret-sync",
+        "create/update Kubernetes Secrets from SecretProviderClass secretObjects (our addition; "
+        "upstream governs this with RBAC only)",
+        default=True,
+    )
     return p
 
 
@@ -134,6 +141,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, argparse.Namesp
         kubeconfig=ns.kubeconfig,
         kubelet_root_dir=Path(ns.kubelet_root_dir),
         provider_timeout=ns.provider_timeout,
+        enable_secret_sync=ns.enable_secret_sync,
     )
     return cfg, ns
 

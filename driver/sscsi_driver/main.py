@@ -26,6 +26,7 @@ from .models import NODE_LABEL
 from .node import NodeService
 from .provider_client import ProviderClients
 from .publisher import Publisher
+from .secret_sync import SecretSyncer
 
 log = logging.getLogger("sscsi_driver")
 
@@ -51,6 +52,18 @@ async def run(cfg: Config) -> None:
         events=events,
         metrics=metrics,
     )
+    syncer: SecretSyncer | None = None
+    if cfg.enable_secret_sync:
+        syncer = SecretSyncer(
+            api,
+            cfg.node_id,
+            spcps=spcps_cache,
+            events=events,
+            metrics=metrics,
+            is_mounted=lambda target: publisher.volumes.get(target) is not None,
+        )
+        publisher.listeners.append(syncer.on_volume)
+        publisher.unpublish_listeners.append(syncer.forget)
 
     socket_path = unix_socket_path(cfg.endpoint)
     Path(socket_path).parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +100,7 @@ async def run(cfg: Config) -> None:
             "driver": cfg.driver_name,
             "rotation": cfg.enable_secret_rotation,
             "rotation_poll_interval_s": cfg.rotation_poll_interval,
+            "secret_sync": cfg.enable_secret_sync,
             "metrics_addr": f"{http.server_address[0]!s}:{http.server_address[1]}",
         },
     )
@@ -95,6 +109,8 @@ async def run(cfg: Config) -> None:
     await server.stop(grace=5)
     for task in tasks:
         task.cancel()
+    if syncer is not None:
+        await syncer.stop()
     await events.drain()
     await spcps_cache.stop()
     await spcs.stop()

@@ -76,6 +76,7 @@ class Publisher:
         self._metrics = metrics
         self.volumes = VolumeRegistry()
         self.listeners: list[VolumeListener] = []
+        self.unpublish_listeners: list[Callable[[str], None]] = []
 
     # ---- target path checks ----
 
@@ -295,6 +296,8 @@ class Publisher:
         state = self.volumes.pop(target_path)
         if state is not None:
             self._spcs.release(state.pod.namespace)
+        for forget in self.unpublish_listeners:
+            forget(target_path)
         self._metrics.node_unpublish.labels(OS_TYPE).inc()
 
     @staticmethod

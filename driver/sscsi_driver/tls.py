@@ -37,7 +37,9 @@ class PemBlock:
         body = base64.b64encode(self.der)
         lines = [body[i : i + 64] for i in range(0, len(body), 64)]
         label = self.label.encode()
-        return b"\n".join([b"-----BEGIN " + label + b"-----", *lines, b"-----END " + label + b"-----"]) + b"\n"
+        return (
+            b"\n".join([b"-----BEGIN " + label + b"-----", *lines, b"-----END " + label + b"-----"]) + b"\n"
+        )
 
 
 def _shown(label: str) -> str:
@@ -82,7 +84,9 @@ def parse_pem(data: bytes) -> list[PemBlock]:
         end = _END.fullmatch(line)
         if end is not None:
             if end.group(1) != label:
-                raise TlsError(f"line {number}: BEGIN {_shown(label)} block closed by END {_shown(end.group(1))}")
+                raise TlsError(
+                    f"line {number}: BEGIN {_shown(label)} block closed by END {_shown(end.group(1))}"
+                )
             blocks.append(_decode_block(label, "".join(body), encrypted, len(blocks) + 1))
             label = None
             continue
@@ -133,7 +137,9 @@ def private_key_pem(data: bytes) -> bytes:
     controllers. As upstream, the first private key of the bundle is used.
     """
     for block in _blocks(data):
-        if block.label == "ENCRYPTED PRIVATE KEY" or (block.encrypted and block.label.endswith("PRIVATE KEY")):
+        if block.label == "ENCRYPTED PRIVATE KEY" or (
+            block.encrypted and block.label.endswith("PRIVATE KEY")
+        ):
             raise TlsError(f"the private key ({_shown(block.label)}) is encrypted; store it unencrypted")
         if block.label in PRIVATE_KEY_LABELS:
             return block.encode()

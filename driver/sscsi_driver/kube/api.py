@@ -166,7 +166,7 @@ class KubeApi:
         *,
         preconditions: Mapping[str, str] | None = None,
     ) -> None:
-        """Delete; `preconditions` ({"uid": ..., "resourceVersion": ...}) make it fail with 409 on a mismatch."""
+        """Delete; `preconditions` ({"uid": .., "resourceVersion": ..}) make a mismatch fail with 409."""
         body = None
         if preconditions:
             body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": dict(preconditions)}

@@ -1,0 +1,727 @@
+"""SecretSyncer against an in-memory apiserver: data, owners, optimistic updates, errors and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import itertools
+import logging
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sscsi_driver import atomic_writer
+from sscsi_driver.kube.api import POD, SECRET, SPCPS, ApiError, Obj, Resource
+from sscsi_driver.kube.cache import Informer
+from sscsi_driver.kube.events import EventRecorder
+from sscsi_driver.metrics import Metrics
+from sscsi_driver.models import (
+    MANAGED_LABEL,
+    NODE_LABEL,
+    PodRef,
+    SecretKeyRef,
+    SecretObject,
+    SecretProviderClass,
+)
+from sscsi_driver.secret_sync import (
+    FAILED_REASON,
+    DesiredSecret,
+    SecretSyncer,
+    SyncError,
+    build_secret,
+    merge_owners,
+)
+from sscsi_driver.volumes import VolumeState
+
+NODE = "node-a"
+NS = "app"
+PLANTED = b"planted-value-5e3c7"  # must never show up in logs or events
+
+
+class FakeApi:
+    """Enough of the apiserver for the syncer: CRUD with uids, resourceVersions, conflicts, selectors."""
+
+    def __init__(self) -> None:
+        self.store: dict[tuple[str, str, str], Obj] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.failures: dict[tuple[str, str], list[ApiError]] = {}
+        self.before_replace: Callable[[FakeApi, Obj], None] | None = None
+        self._rv = itertools.count(100)
+        self._uid = itertools.count(1)
+        self._watchers: list[tuple[str, dict[str, str], asyncio.Queue[tuple[str, Obj]]]] = []
+
+    def _notify(self, kind: str, plural: str, obj: Obj) -> None:
+        for watched, labels, queue in self._watchers:
+            obj_labels = obj["metadata"].get("labels") or {}
+            if watched == plural and all(obj_labels.get(k) == v for k, v in labels.items()):
+                queue.put_nowait((kind, copy.deepcopy(obj)))
+
+    # helpers for tests
+    def put(self, res: Resource, obj: Obj) -> Obj:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{next(self._uid)}")
+        meta["resourceVersion"] = str(next(self._rv))
+        if res is SECRET:
+            obj.setdefault("type", "Opaque")
+        self.store[(res.plural, meta.get("namespace", ""), meta["name"])] = obj
+        self._notify("MODIFIED", res.plural, obj)
+        return copy.deepcopy(obj)
+
+    def secret(self, name: str, namespace: str = NS) -> Obj:
+        return self.store[("secrets", namespace, name)]
+
+    def writes(self) -> list[tuple[str, str, str]]:
+        return [c for c in self.calls if c[0] in ("create", "replace", "delete") and c[1] != "events"]
+
+    def _fail(self, verb: str, res: Resource) -> None:
+        queue = self.failures.get((verb, res.plural))
+        if queue:
+            raise queue.pop(0)
+
+    def _not_found(self, res: Resource, name: str) -> ApiError:
+        return ApiError(404, "NotFound", f'{res.plural} "{name}" not found')
+
+    # the KubeApi surface used by the syncer, Informer and EventRecorder
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> Obj:
+        self.calls.append(("get", res.plural, name))
+        self._fail("get", res)
+        try:
+            return copy.deepcopy(self.store[(res.plural, namespace or "", name)])
+        except KeyError:
+            raise self._not_found(res, name) from None
+
+    async def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> Obj:
+        self.calls.append(("list", res.plural, ""))
+        self._fail("list", res)
+        items = []
+        for (plural, ns, _), obj in self.store.items():
+            if plural != res.plural or (namespace and ns != namespace):
+                continue
+            obj_labels = obj["metadata"].get("labels") or {}
+            if any(obj_labels.get(k) != v for k, v in (labels or {}).items()):
+                continue
+            if fields and (obj.get("spec") or {}).get("nodeName") != fields.get("spec.nodeName"):
+                continue
+            items.append(copy.deepcopy(obj))
+        return {"metadata": {"resourceVersion": "99"}, "items": items}
+
+    async def watch(
+        self, res: Resource, namespace: str | None, rv: str, *, labels: Any = None, **kw: Any
+    ) -> AsyncIterator[tuple[str, Obj]]:
+        """Changes made through put()/create()/replace()/delete(); direct store edits are not seen."""
+        entry: tuple[str, dict[str, str], asyncio.Queue[tuple[str, Obj]]] = (
+            res.plural,
+            dict(labels or {}),
+            asyncio.Queue(),
+        )
+        self._watchers.append(entry)
+        try:
+            while True:
+                yield await entry[2].get()
+        finally:
+            self._watchers.remove(entry)
+
+    async def create(self, res: Resource, obj: Obj, namespace: str | None = None) -> Obj:
+        name = obj["metadata"].get("name") or f"{obj['metadata'].get('generateName', 'x')}{next(self._uid)}"
+        self.calls.append(("create", res.plural, name))
+        self._fail("create", res)
+        if (res.plural, namespace or "", name) in self.store:
+            raise ApiError(409, "AlreadyExists", f'{res.plural} "{name}" already exists')
+        obj = copy.deepcopy(obj)
+        obj["metadata"].update(name=name, namespace=namespace or "")
+        obj["metadata"].pop("uid", None)
+        return self.put(res, obj)
+
+    async def replace(self, res: Resource, obj: Obj, namespace: str | None = None) -> Obj:
+        name = obj["metadata"]["name"]
+        self.calls.append(("replace", res.plural, name))
+        if self.before_replace is not None:
+            hook, self.before_replace = self.before_replace, None
+            hook(self, obj)
+        self._fail("replace", res)
+        key = (res.plural, namespace or "", name)
+        current = self.store.get(key)
+        if current is None:
+            raise self._not_found(res, name)
+        if obj["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", "the object has been modified")
+        if res is SECRET and obj.get("type") != current.get("type"):
+            raise ApiError(422, "Invalid", "type: Invalid value: field is immutable")
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["uid"] = current["metadata"]["uid"]
+        return self.put(res, obj)
+
+    async def delete(
+        self,
+        res: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        preconditions: dict[str, str] | None = None,
+    ) -> None:
+        self.calls.append(("delete", res.plural, name))
+        key = (res.plural, namespace or "", name)
+        current = self.store.get(key)
+        if current is None:
+            raise self._not_found(res, name)
+        for field_name, value in (preconditions or {}).items():
+            if current["metadata"].get(field_name) != value:
+                raise ApiError(409, "Conflict", f"precondition failed: {field_name}")
+        del self.store[key]
+        self._notify("DELETED", res.plural, current)
+
+
+# ---- fixtures ----
+
+
+def rs_owner(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": name,
+        "uid": f"rs-uid-{name}",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def ref_of(owner: dict[str, Any]) -> dict[str, str]:
+    return {k: owner[k] for k in ("apiVersion", "kind", "name", "uid")}
+
+
+class World:
+    def __init__(self, tmp_path: Path, resync_interval: float = 0.0) -> None:
+        self.tmp = tmp_path
+        self.api = FakeApi()
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.events = EventRecorder(self.api, "test", NODE)  # type: ignore[arg-type]
+        self.spcps = Informer(self.api, SPCPS, labels={NODE_LABEL: NODE})  # type: ignore[arg-type]
+        self.mounted: set[str] = set()
+        self.syncer = SecretSyncer(
+            self.api,  # type: ignore[arg-type]
+            NODE,
+            spcps=self.spcps,
+            events=self.events,
+            metrics=self.metrics,
+            is_mounted=lambda t: t in self.mounted,
+            retry_initial=0.05,
+            retry_max=0.2,
+            cache_timeout=2.0,
+            resync_interval=resync_interval,
+        )
+
+    def pod(self, name: str, owners: list[dict[str, Any]] | None = None) -> PodRef:
+        meta: dict[str, Any] = {"name": name, "namespace": NS, "uid": f"pod-uid-{name}"}
+        if owners:
+            meta["ownerReferences"] = owners
+        self.api.put(POD, {"metadata": meta, "spec": {"nodeName": NODE}})
+        return PodRef(NS, name, f"pod-uid-{name}", "default")
+
+    def volume(self, pod: PodRef, files: dict[str, bytes], spc: str = "spc") -> VolumeState:
+        target = self.tmp / pod.name / "mount"
+        target.mkdir(parents=True, exist_ok=True)
+        self.write(target, files)
+        self.mounted.add(str(target))
+        return VolumeState(str(target), pod, spc, "e2e-provider", 1)
+
+    @staticmethod
+    def write(target: Path, files: dict[str, bytes]) -> None:
+        atomic_writer.write_payloads(
+            target, [atomic_writer.Payload(path, 0o644, data) for path, data in files.items()]
+        )
+
+    async def events_posted(self) -> list[Obj]:
+        await self.events.drain()
+        return [o for (plural, _, _), o in self.api.store.items() if plural == "events"]
+
+    def synced_total(self) -> float:
+        value = self.registry.get_sample_value(
+            "sync_k8s_secret_total", {"provider": "e2e-provider", "os_type": "linux"}
+        )
+        return value or 0.0
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    w = World(tmp_path)
+    yield w
+    await w.syncer.stop()
+    await w.events.drain()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    assert check()
+
+
+def spc(*objects: SecretObject, name: str = "spc") -> SecretProviderClass:
+    return SecretProviderClass(NS, name, "spc-uid", 1, "e2e-provider", {"objects": "x"}, tuple(objects))
+
+
+def opaque(name: str = "foosecret", *refs: tuple[str, str], **kw: Any) -> SecretObject:
+    data = tuple(SecretKeyRef(o, k) for o, k in (refs or (("foo", "username"),)))
+    return SecretObject(name, kw.pop("type", "Opaque"), data=data, **kw)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# ---- building data ----
+
+
+def test_build_secret_reads_files_and_aliases(tmp_path: Path) -> None:
+    World.write(tmp_path, {"foo": b"secret", "certs/alias.pem": b"\x00\xffbinary"})
+    files = atomic_writer.read_mounted_files(tmp_path)
+    obj = SecretObject(
+        " mysecret ",
+        " Opaque ",
+        labels={"environment": "test"},
+        annotations={"team": "a"},
+        data=(SecretKeyRef(" foo ", " username "), SecretKeyRef("certs/alias.pem", "blob")),
+    )
+    desired = build_secret(obj, files)
+    assert desired == DesiredSecret(
+        name="mysecret",
+        type="Opaque",
+        data={"username": b64(b"secret"), "blob": b64(b"\x00\xffbinary")},
+        labels={"environment": "test", MANAGED_LABEL: "true"},
+        annotations={"team": "a"},
+    )
+    assert b64(b"secret") not in repr(desired)  # data is kept out of reprs
+
+
+def test_managed_label_cannot_be_overridden(tmp_path: Path) -> None:
+    World.write(tmp_path, {"foo": b"x"})
+    obj = opaque(labels={MANAGED_LABEL: "false"})
+    assert build_secret(obj, atomic_writer.read_mounted_files(tmp_path)).labels[MANAGED_LABEL] == "true"
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        (opaque(type=""), "type is not set for Secret foosecret"),
+        (opaque(type="  "), "type is not set for Secret foosecret"),
+        (opaque("s", ("missing", "k")), "file matching objectName missing not found in the pod"),
+        (SecretObject("", "Opaque", data=(SecretKeyRef("foo", "k"),)), "secretName is not set"),
+        (SecretObject("s", "Opaque"), "data is not set for Secret s"),
+        (opaque("s", ("", "k")), "objectName is not set"),
+        (opaque("s", ("foo", " ")), "key is not set for objectName foo"),
+        (opaque("s", ("foo", "k"), ("foo", "k")), "key k appears more than once"),
+        (opaque("s", ("foo", "other"), type="kubernetes.io/tls"), "key other is not allowed"),
+        (opaque("s", ("foo", "tls.key"), type="kubernetes.io/tls"), "bad TLS material in objectName foo"),
+    ],
+)
+def test_build_secret_errors(tmp_path: Path, obj: SecretObject, message: str) -> None:
+    World.write(tmp_path, {"foo": PLANTED})
+    with pytest.raises(SyncError, match=message) as info:
+        build_secret(obj, atomic_writer.read_mounted_files(tmp_path))
+    assert PLANTED.decode() not in info.value.message
+
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    d = tmp_path_factory.mktemp("pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
+         "-keyout", str(d / "k"), "-out", str(d / "c")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return (d / "k").read_bytes(), (d / "c").read_bytes()
+
+
+def test_build_tls_secret(tmp_path: Path, pem: tuple[bytes, bytes]) -> None:
+    key, cert = pem
+    World.write(tmp_path, {"bundle": cert + key})
+    obj = opaque("tls", ("bundle", "tls.key"), ("bundle", "tls.crt"), type="kubernetes.io/tls")
+    desired = build_secret(obj, atomic_writer.read_mounted_files(tmp_path))
+    assert desired.data == {"tls.key": b64(key), "tls.crt": b64(cert)}
+    with pytest.raises(SyncError, match=r"needs both tls\.crt and tls\.key"):
+        build_secret(
+            opaque("tls", ("bundle", "tls.crt"), type="kubernetes.io/tls"),
+            atomic_writer.read_mounted_files(tmp_path),
+        )
+
+
+def test_merge_owners_never_drops() -> None:
+    existing = [rs_owner("a"), {"apiVersion": "v1", "kind": "X", "name": "x", "uid": "x1"}]
+    merged = merge_owners(existing, [ref_of(rs_owner("b")), ref_of(rs_owner("a"))])
+    assert merged == [*existing, ref_of(rs_owner("b"))]
+
+
+# ---- the syncer ----
+
+
+async def test_creates_secret_owned_by_pod_owner_then_no_requests(world: World) -> None:
+    pod = world.pod("web-1", [rs_owner("web")])
+    vol = world.volume(pod, {"foo": b"secret", "fookey": b"key"})
+    s = spc(opaque(labels={"environment": "test"}, annotations={"note": "synced"}))
+    await world.syncer.on_volume(vol, s)
+
+    secret = world.api.secret("foosecret")
+    assert secret["type"] == "Opaque"
+    assert secret["data"] == {"username": b64(b"secret")}
+    assert secret["metadata"]["labels"] == {"environment": "test", MANAGED_LABEL: "true"}
+    assert secret["metadata"]["annotations"] == {"note": "synced"}
+    assert secret["metadata"]["ownerReferences"] == [ref_of(rs_owner("web"))]
+    assert world.synced_total() == 1
+    assert world.registry.get_sample_value("k8s_secret_duration_sec_count", {"os_type": "linux"}) == 1
+    assert world.syncer.pending_retries == {}
+
+    world.api.calls.clear()
+    for _ in range(3):  # refreshes with nothing changed: answered from the caches
+        await world.syncer.on_volume(vol, s)
+    assert world.api.calls == []
+    assert world.synced_total() == 1
+
+
+async def test_watches_are_filtered(world: World) -> None:
+    pod = world.pod("p", [rs_owner("r")])
+    await world.syncer.on_volume(world.volume(pod, {"foo": b"s"}), spc(opaque()))
+    informers = {repr(i) for i in (world.syncer._pods, world.syncer._secrets)}
+    assert informers == {
+        "Informer(pods, ns=None, labels={}, fields={'spec.nodeName': 'node-a'})",
+        f"Informer(secrets, ns=None, labels={{'{MANAGED_LABEL}': 'true'}}, fields={{}})",
+    }
+
+
+async def test_spc_without_secret_objects_costs_nothing(world: World) -> None:
+    pod = world.pod("p")
+    await world.syncer.on_volume(world.volume(pod, {"foo": b"s"}), spc())
+    assert world.api.calls == []
+    assert world.syncer._pods is None and world.syncer._secrets is None
+
+
+async def test_bare_pod_is_owned_by_its_spcps(world: World) -> None:
+    pod = world.pod("bare")
+    status = world.api.put(
+        SPCPS, {"metadata": {"name": f"bare-{NS}-spc", "namespace": NS, "labels": {NODE_LABEL: NODE}}}
+    )
+    world.spcps.upsert_local(status)
+    await world.syncer.on_volume(world.volume(pod, {"foo": b"s"}), spc(opaque()))
+    assert world.api.secret("foosecret")["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClassPodStatus",
+            "name": f"bare-{NS}-spc",
+            "uid": status["metadata"]["uid"],
+        }
+    ]
+    assert ("get", "secretproviderclasspodstatuses", f"bare-{NS}-spc") not in world.api.calls
+
+
+async def test_spcps_cache_miss_falls_back_to_get(world: World) -> None:
+    pod = world.pod("bare")
+    world.api.put(SPCPS, {"metadata": {"name": f"bare-{NS}-spc", "namespace": NS}})
+    await world.syncer.on_volume(world.volume(pod, {"foo": b"s"}), spc(opaque()))
+    assert world.api.secret("foosecret")["metadata"]["ownerReferences"][0]["kind"] == (
+        "SecretProviderClassPodStatus"
+    )
+    assert ("get", "secretproviderclasspodstatuses", f"bare-{NS}-spc") in world.api.calls
+
+
+async def test_pod_cache_miss_falls_back_to_get(world: World) -> None:
+    pod = world.pod("late", [rs_owner("r")])
+    await world.syncer.sync(world.volume(pod, {"foo": b"s"}), spc(opaque("other")))  # starts the caches
+    world.api.store[("pods", NS, "late2")] = {
+        "metadata": {"name": "late2", "namespace": NS, "uid": "u2", "ownerReferences": [rs_owner("r2")]},
+        "spec": {"nodeName": NODE},
+    }  # not seen by the (quiet) watch
+    vol = world.volume(PodRef(NS, "late2", "u2"), {"foo": b"s"})
+    assert await world.syncer.sync(vol, spc(opaque()))
+    assert ("get", "pods", "late2") in world.api.calls
+    assert world.api.secret("foosecret")["metadata"]["ownerReferences"] == [ref_of(rs_owner("r2"))]
+
+
+async def test_updates_keep_every_existing_owner(world: World) -> None:
+    """Upstream #2051: an update must not wipe owners added by other pods or nodes."""
+    other_node_owner = ref_of(rs_owner("api"))
+    world.api.put(
+        SECRET,
+        {
+            "metadata": {
+                "name": "foosecret",
+                "namespace": NS,
+                "labels": {MANAGED_LABEL: "true", "kept": "yes"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "ownerReferences": [other_node_owner],
+            },
+            "type": "Opaque",
+            "data": {"username": b64(b"old"), "stale": b64(b"x")},
+        },
+    )
+    pod = world.pod("web-1", [rs_owner("web")])
+    await world.syncer.on_volume(world.volume(pod, {"foo": b"new"}), spc(opaque()))
+    secret = world.api.secret("foosecret")
+    assert secret["metadata"]["ownerReferences"] == [other_node_owner, ref_of(rs_owner("web"))]
+    assert secret["data"] == {"username": b64(b"new")}  # data is ours: exactly the listed keys
+    assert secret["metadata"]["labels"] == {MANAGED_LABEL: "true", "kept": "yes"}
+    assert "kubectl.kubernetes.io/last-applied-configuration" in secret["metadata"]["annotations"]
+
+
+async def test_conflict_is_retried_from_the_fresh_object(world: World) -> None:
+    pod = world.pod("web-1", [rs_owner("web")])
+    vol = world.volume(pod, {"foo": b"v1"})
+    s = spc(opaque())
+    await world.syncer.on_volume(vol, s)
+
+    def other_node_adds_owner(api: FakeApi, _body: Obj) -> None:
+        current = copy.deepcopy(api.secret("foosecret"))
+        current["metadata"]["ownerReferences"].append(ref_of(rs_owner("api")))
+        api.put(SECRET, current)
+
+    world.api.before_replace = other_node_adds_owner
+    World.write(Path(vol.target), {"foo": b"v2"})
+    await world.syncer.on_volume(vol, s)
+    secret = world.api.secret("foosecret")
+    assert secret["data"] == {"username": b64(b"v2")}
+    assert [o["name"] for o in secret["metadata"]["ownerReferences"]] == ["web", "api"]
+    assert [c[0] for c in world.api.writes()] == ["create", "replace", "replace"]
+    assert world.synced_total() == 2
+
+
+async def test_two_workloads_sharing_an_spc_give_two_owners(world: World) -> None:
+    a = world.volume(world.pod("a-1", [rs_owner("a")]), {"foo": b"s"})
+    b = world.volume(world.pod("b-1", [rs_owner("b")]), {"foo": b"s"})
+    s = spc(opaque())
+    await asyncio.gather(world.syncer.on_volume(a, s), world.syncer.on_volume(b, s))
+    owners = world.api.secret("foosecret")["metadata"]["ownerReferences"]
+    assert sorted(o["name"] for o in owners) == ["a", "b"]
+    world.api.calls.clear()
+    await asyncio.gather(world.syncer.on_volume(a, s), world.syncer.on_volume(b, s))
+    assert world.api.writes() == []
+
+
+async def test_type_change_recreates_with_owners(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    world.api.put(
+        SECRET,
+        {
+            "metadata": {
+                "name": "foosecret",
+                "namespace": NS,
+                "labels": {MANAGED_LABEL: "true"},
+                "ownerReferences": [ref_of(rs_owner("api"))],
+            },
+            "type": "Opaque",
+            "data": {"username": b64(b"secret")},
+        },
+    )
+    old_uid = world.api.secret("foosecret")["metadata"]["uid"]
+    pod = world.pod("web-1", [rs_owner("web")])
+    caplog.set_level(logging.INFO)
+    await world.syncer.on_volume(
+        world.volume(pod, {"foo": b"secret"}), spc(opaque(type="kubernetes.io/basic-auth"))
+    )
+    secret = world.api.secret("foosecret")
+    assert secret["type"] == "kubernetes.io/basic-auth"
+    assert secret["metadata"]["uid"] != old_uid
+    assert [o["name"] for o in secret["metadata"]["ownerReferences"]] == ["api", "web"]
+    assert [c[0] for c in world.api.writes()] == ["delete", "create"]
+    assert any("immutable" in r.getMessage() for r in caplog.records)
+
+
+async def test_adopts_an_unlabelled_secret_of_the_same_name(world: World) -> None:
+    world.api.put(SECRET, {"metadata": {"name": "foosecret", "namespace": NS}, "data": {}})
+    pod = world.pod("web-1", [rs_owner("web")])
+    assert await world.syncer.sync(world.volume(pod, {"foo": b"s"}), spc(opaque()))
+    secret = world.api.secret("foosecret")
+    assert secret["metadata"]["labels"] == {MANAGED_LABEL: "true"}
+    assert [c[0] for c in world.api.writes()] == ["create", "replace"]
+
+
+async def test_missing_file_reports_and_other_secrets_still_sync(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    pod = world.pod("web-1", [rs_owner("web")])
+    vol = world.volume(pod, {"foo": PLANTED})
+    s = spc(opaque("broken", ("nothere", "k")), opaque("good"), opaque("untyped", type=""))
+    await world.syncer.on_volume(vol, s)
+
+    assert world.api.secret("good")["data"] == {"username": b64(PLANTED)}
+    events = await world.events_posted()
+    assert {(e["type"], e["reason"]) for e in events} == {("Warning", FAILED_REASON)}
+    messages = sorted(e["message"] for e in events)
+    assert messages == [
+        "failed to sync Secret broken of SecretProviderClass spc: "
+        "file matching objectName nothere not found in the pod",
+        "failed to sync Secret untyped of SecretProviderClass spc: "
+        "type is not set for Secret untyped (e.g. Opaque or kubernetes.io/tls)",
+    ]
+    assert all(e["involvedObject"]["uid"] == pod.uid for e in events)
+    assert world.syncer.pending_retries == {vol.target: 1}
+
+    # the retry re-reads the files: once the object appears, the Secret syncs and retries stop
+    World.write(Path(vol.target), {"foo": PLANTED, "nothere": b"late"})
+    fixed = spc(opaque("broken", ("nothere", "k")), opaque("good"))
+    await world.syncer.on_volume(vol, fixed)
+    assert world.api.secret("broken")["data"] == {"k": b64(b"late")}
+    assert world.syncer.pending_retries == {}
+    assert PLANTED.decode() not in caplog.text
+
+
+async def test_retry_with_backoff_until_fixed(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    pod = world.pod("web-1", [rs_owner("web")])
+    vol = world.volume(pod, {"foo": b"s"})
+    await world.syncer.on_volume(vol, spc(opaque("late", ("later", "k"))))
+
+    def delays() -> list[float]:
+        return [r.delay_s for r in caplog.records if r.getMessage() == "secret sync will be retried"]
+
+    await eventually(lambda: len(delays()) >= 4)  # doubling from retry_initial, capped at retry_max
+    assert delays()[:4] == [0.05, 0.1, 0.2, 0.2]
+    World.write(Path(vol.target), {"foo": b"s", "later": b"v"})
+    for _ in range(20):
+        if ("secrets", NS, "late") in world.api.store:
+            break
+        await asyncio.sleep(0.05)
+    assert world.api.secret("late")["data"] == {"k": b64(b"v")}
+    await asyncio.sleep(0)
+    assert world.syncer.pending_retries == {}
+
+
+async def test_forget_and_unmount_stop_retries(world: World) -> None:
+    pod = world.pod("web-1", [rs_owner("web")])
+    vol = world.volume(pod, {"foo": b"s"})
+    await world.syncer.on_volume(vol, spc(opaque("x", ("missing", "k"))))
+    assert vol.target in world.syncer.pending_retries
+    world.syncer.forget(vol.target)
+    assert world.syncer.pending_retries == {}
+
+    await world.syncer.on_volume(vol, spc(opaque("x", ("missing", "k"))))
+    world.mounted.clear()  # unpublished without forget(): the retry notices and stops
+    await asyncio.sleep(0.2)
+    assert world.syncer.pending_retries == {}
+    events = await world.events_posted()
+    assert len(events) == 2
+
+
+async def test_forbidden_reports_the_rbac_hint(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    world.api.failures[("create", "secrets")] = [
+        ApiError(403, "Forbidden", 'secrets is forbidden: User "x" cannot create resource "secrets"')
+    ]
+    pod = world.pod("web-1", [rs_owner("web")])
+    await world.syncer.on_volume(world.volume(pod, {"foo": b"s"}), spc(opaque()))
+    [event] = await world.events_posted()
+    assert "cannot create resource" in event["message"]
+    assert "enable secret sync in the ClusterCSIDriver" in event["message"]
+    assert any(getattr(r, "hint", "").startswith("the driver may not write") for r in caplog.records)
+
+
+async def test_transport_errors_do_not_escape(world: World) -> None:
+    pod = world.pod("web-1", [rs_owner("web")])
+
+    real_create = world.api.create
+
+    async def broken(res: Resource, obj: Obj, namespace: str | None = None) -> Obj:
+        if res is SECRET:
+            raise ConnectionResetError("apiserver went away")
+        return await real_create(res, obj, namespace)
+
+    world.api.create = broken  # type: ignore[method-assign]
+    await world.syncer.on_volume(world.volume(pod, {"foo": b"s"}), spc(opaque()))
+    [event] = await world.events_posted()
+    assert "request failed: ConnectionResetError" in event["message"]
+
+
+async def test_gone_or_terminating_pod_is_skipped(world: World) -> None:
+    gone = world.volume(PodRef(NS, "ghost", "uid-ghost"), {"foo": b"s"})
+    assert await world.syncer.sync(gone, spc(opaque()))
+    pod = world.pod("dying", [rs_owner("web")])
+    world.api.store[("pods", NS, "dying")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    await world.syncer.stop()  # the next sync relists the pods
+    assert await world.syncer.sync(world.volume(pod, {"foo": b"s"}), spc(opaque()))
+    assert ("secrets", NS, "foosecret") not in world.api.store
+    assert await world.events_posted() == []
+
+
+async def test_stale_pod_uid_is_not_an_owner(world: World) -> None:
+    world.pod("web-1", [rs_owner("new")])  # a newer pod of the same name
+    vol = world.volume(PodRef(NS, "web-1", "an-old-uid"), {"foo": b"s"})
+    assert await world.syncer.sync(vol, spc(opaque()))
+    assert ("secrets", NS, "foosecret") not in world.api.store
+
+
+async def test_events_and_logs_never_carry_secret_bytes(
+    world: World, caplog: pytest.LogCaptureFixture, pem: tuple[bytes, bytes]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key, cert = pem
+    pod = world.pod("web-1", [rs_owner("web")])
+    broken_key = key.replace(key.splitlines()[3], key.splitlines()[3][:-2] + b"!!")
+    vol = world.volume(pod, {"bundle": broken_key + cert, "foo": PLANTED})
+    s = spc(
+        opaque("tls", ("bundle", "tls.key"), ("bundle", "tls.crt"), type="kubernetes.io/tls"),
+        opaque("plain"),
+    )
+    await world.syncer.on_volume(vol, s)
+    [event] = await world.events_posted()
+    assert "bad TLS material in objectName bundle for key tls.key" in event["message"]
+    everything = caplog.text + event["message"]
+    assert PLANTED.decode() not in everything
+    for line in (key + cert).splitlines()[1:-1]:
+        assert line.decode()[:16] not in everything
+
+
+async def test_periodic_resync_restores_a_deleted_secret(tmp_path: Path) -> None:
+    w = World(tmp_path, resync_interval=0.1)
+    try:
+        pod = w.pod("web-1", [rs_owner("web")])
+        await w.syncer.on_volume(w.volume(pod, {"foo": b"s"}), spc(opaque()))
+        uid = w.api.secret("foosecret")["metadata"]["uid"]
+        await w.api.delete(SECRET, "foosecret", NS)  # e.g. kubectl delete secret
+        await eventually(lambda: ("secrets", NS, "foosecret") in w.api.store)
+        restored = w.api.secret("foosecret")
+        assert restored["metadata"]["uid"] != uid
+        assert restored["metadata"]["ownerReferences"] == [ref_of(rs_owner("web"))]
+
+        # unchanged afterwards: resyncs send no request
+        await asyncio.sleep(0.15)
+        w.api.calls.clear()
+        await asyncio.sleep(0.3)
+        assert w.api.calls == []
+
+        w.mounted.clear()  # unpublished: the resync drops the volume
+        await eventually(lambda: w.syncer._volumes == {})
+    finally:
+        await w.syncer.stop()
+        await w.events.drain()
+
+
+async def test_sync_finishes_when_kubelet_gives_up(world: World) -> None:
+    pod = world.pod("web-1", [rs_owner("web")])
+    vol = world.volume(pod, {"foo": b"s"})
+    started, release = asyncio.Event(), asyncio.Event()
+    real_create = world.api.create
+
+    async def slow_create(res: Resource, obj: Obj, namespace: str | None = None) -> Obj:
+        if res is SECRET:
+            started.set()
+            await release.wait()
+        return await real_create(res, obj, namespace)
+
+    world.api.create = slow_create  # type: ignore[method-assign]
+    call = asyncio.create_task(world.syncer.on_volume(vol, spc(opaque())))
+    await asyncio.wait_for(started.wait(), 2)
+    call.cancel()  # the NodePublishVolume deadline passed
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    release.set()
+    await eventually(lambda: ("secrets", NS, "foosecret") in world.api.store)
