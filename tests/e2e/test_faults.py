@@ -144,3 +144,68 @@ async def test_110_concurrent_publishes_and_unpublishes(fenv: DriverEnv, namespa
     for [res] in unpublished:
         assert res.ok, res.error
     assert mounter.mounts_under(fenv.kubelet_root) == []
+
+
+async def test_apiserver_unreachable_during_publish_and_refresh(
+    cluster: Any, crds: None, namespace: str, tmp_path: Path
+) -> None:
+    """The driver talks to the apiserver through a proxy we cut: clear errors, recovery, one SPCPS."""
+    import yaml
+    from harness.proxy import CuttableProxy
+    from sscsi_driver.kube.api import SPCPS
+
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    host, port = server.removeprefix("https://").rsplit(":", 1)
+    proxy = CuttableProxy(host, int(port))
+    await proxy.start()
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    kubeconfig = tmp_path / "via-proxy.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+
+    async with driver_env(
+        kubeconfig,
+        cluster.logs_dir / "driver-apiserver-cut",
+        node="sscsi-node-cut",
+        rotation=True,
+        rotation_interval=f"{INTERVAL}s",
+    ) as env:
+        await env.api.create(SPC, spc_manifest("pair", namespace, PAIR), namespace)
+        warm = await make_pod(env, namespace, "warm")
+        [ok] = await env.kubelet.publish_pod(warm)  # the driver now watches this namespace's SPCs
+        assert ok.ok, ok.error
+        cold = await make_pod(env, namespace, "cold")
+
+        await proxy.cut()
+        TALLY.faults += 1
+        [failed] = await env.kubelet.publish_pod(cold, post_events=False)
+        assert failed.error is not None
+        assert "secret provider class pod status" in (failed.error.details() or "")
+        assert mounter.mounts_under(failed.target.parent) == [], "no tmpfs left for kubelet's retry"
+
+        # a refresh while the apiserver is away still updates the files (provider is reachable)
+        env.provider_control("/rotation?rotated=true")
+        try:
+            await asyncio.sleep(INTERVAL + 0.2)
+            [refreshed] = await env.kubelet.republish_pod(warm)
+            assert refreshed.ok
+            TALLY.check_volume(ok.target, {"user": "rotated", "password": "rotated"})
+
+            await proxy.restore()
+            [retried] = await env.kubelet.publish_pod(cold)
+            assert retried.ok, retried.error
+            TALLY.check_volume(retried.target, {"user": "rotated", "password": "rotated"})
+            await asyncio.sleep(INTERVAL + 0.2)
+            [again] = await env.kubelet.republish_pod(warm)
+            assert again.ok
+        finally:
+            env.provider_control("/rotation?rotated=false")
+        # exactly one SPCPS per pod, and the warm one caught up with the rotation
+        listed = await env.api.list(SPCPS, namespace)
+        names = sorted(o["metadata"]["name"] for o in listed["items"])
+        assert names == [f"cold-{namespace}-pair", f"warm-{namespace}-pair"]
+        warm_status = await env.api.get(SPCPS, f"warm-{namespace}-pair", namespace)
+        assert {o["version"] for o in warm_status["status"]["objects"]} == {"v2"}
+        for pod in (warm, cold):
+            await env.kubelet.unpublish_pod(pod)
+    await proxy.cut()

@@ -122,7 +122,10 @@ class KubeApi:
         if body is not None:
             kwargs["content"] = json.dumps(body)
             kwargs["headers"] = {"Content-Type": content_type}
-        response = await self._http.request(method, path, **kwargs)
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx2.HTTPError as err:  # connection refused/reset, TLS, timeouts
+            raise ApiError(503, "ServiceUnavailable", f"apiserver unreachable: {err!r}") from err
         if response.status_code >= 400:
             raise _error_from(response)
         result: Obj = response.json()
