@@ -295,6 +295,10 @@ async def test_secret_material_never_logged(env: DriverEnv, namespace: str) -> N
     assert planted_content not in logs
     spcps = await env.api.get(SPCPS, f"log-pod-{namespace}-log-spc", namespace)
     assert planted_content not in str(spcps) and planted_secret not in str(spcps)
+    metrics = env.metrics()
+    assert planted_content not in metrics and planted_secret not in metrics
+    events = str(await env.api.list(EVENT, namespace))
+    assert planted_content not in events and planted_secret not in events
 
 
 async def test_metrics_have_upstream_names(env: DriverEnv) -> None:
