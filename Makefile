@@ -13,7 +13,7 @@ export KUBECONFIG_PATH := $(SSCSI_CLUSTER_DIR)/admin.kubeconfig
 
 PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 
-.PHONY: help setup proto lint typecheck unit e2e test tools cluster-up cluster-down demo sanity clean lock
+.PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate
 
 help:
 	@echo "make setup        create $(VENV) and install the project + dev tools (pinned by constraints.txt)"
@@ -21,7 +21,9 @@ help:
 	@echo "make cluster-up   start etcd + apiserver + controller-manager + scheduler; kubeconfig: $(KUBECONFIG_PATH)"
 	@echo "make cluster-down stop the local control plane"
 	@echo "make test         lint + typecheck + unit + e2e (real control plane)"
-	@echo "make demo         control plane, reference provider, driver, a pod's secrets mounted"
+	@echo "make demo         control plane, reference provider, driver, a pod's secrets mounted and rotated"
+	@echo "make bundle       regenerate the OLM bundle and file-based catalog from their sources"
+	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
 
 $(STAMP): pyproject.toml constraints.txt
 	python3.11 -m venv $(VENV)
@@ -55,10 +57,20 @@ unit: $(STAMP)
 tools:
 	hack/build-tools.sh kube csi-sanity kwok
 
+olm-tools:
+	hack/build-tools.sh olm
+
+bundle: $(STAMP) olm-tools
+	$(PY) hack/gen-bundle.py
+
+bundle-validate: $(STAMP) olm-tools
+	hack/bundle-validate.sh
+
 cluster-up: tools
 	hack/cluster-up.sh
 
 cluster-down:
+	-hack/kwok.sh down
 	hack/cluster-down.sh
 
 e2e: $(STAMP) tools
@@ -74,7 +86,7 @@ SANITY_SKIP := \[Controller Server\]|should remove target path|NodeStageVolume.*
 sanity: $(STAMP) tools
 	hack/sanity.sh --ginkgo.skip='$(SANITY_SKIP)' --ginkgo.no-color
 
-test: lint typecheck unit sanity e2e
+test: lint typecheck unit bundle-validate sanity e2e
 
 demo: $(STAMP) tools
 	$(PY) hack/demo.py

@@ -72,9 +72,11 @@ go_install() {  # name pkg@version
   mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$name" "$TOOLS_BIN/$name"
 }
 
-# build with a throwaway wrapper module (for modules whose go.mod has replaces)
-go_wrap_build() {  # name module@version pkg [tags]
+# Build with a throwaway wrapper module: for modules whose go.mod has replaces, and where
+# `go install` fails because the proxy refuses the module's version list (deprecation check).
+go_wrap_build() {  # name module@version pkg [tags] [replace...]
   local name=$1 modver=$2 pkg=$3 tags=${4:-}
+  local replaces=("${@:5}")
   local ver=${modver##*@}
   local dest="$TOOLS_CACHE/tools/$name-$ver"
   if [[ -x "$dest/$name" ]]; then log "$name $ver: cached"; else
@@ -82,6 +84,7 @@ go_wrap_build() {  # name module@version pkg [tags]
     mkdir -p "$dest/src"
     ( cd "$dest/src"
       [[ -f go.mod ]] || go mod init "local/$name" >/dev/null 2>&1
+      for r in "${replaces[@]}"; do go mod edit "-replace=$r"; done
       go get "$modver"
       go build -trimpath ${tags:+-tags "$tags"} -ldflags "-s -w" -o "$dest/$name" "$pkg" )
   fi
@@ -96,15 +99,78 @@ build_registrar() {
     github.com/kubernetes-csi/node-driver-registrar/cmd/csi-node-driver-registrar
 }
 # operator-sdk and opm: containers/image needs the openpgp tag to build without cgo/gpgme.
+# The module proxy here serves ansible-operator-plugins v1.42.2 but not the v1.42.3 that
+# operator-sdk v1.42.3 requires; the ansible plugin is a scaffolding plugin we never use.
 build_operator_sdk() {
-  GOFLAGS="$GOFLAGS -tags=containers_image_openpgp" \
-    go_install operator-sdk "github.com/operator-framework/operator-sdk/cmd/operator-sdk@$OPERATOR_SDK_VERSION"
+  go_wrap_build operator-sdk "github.com/operator-framework/operator-sdk/cmd/operator-sdk@$OPERATOR_SDK_VERSION" \
+    github.com/operator-framework/operator-sdk/cmd/operator-sdk containers_image_openpgp \
+    "github.com/operator-framework/ansible-operator-plugins=github.com/operator-framework/ansible-operator-plugins@$ANSIBLE_PLUGINS_VERSION"
 }
 build_opm() {
-  GOFLAGS="$GOFLAGS -tags=containers_image_openpgp" \
-    go_install opm "github.com/operator-framework/operator-registry/cmd/opm@$OPM_VERSION"
+  go_wrap_build opm "github.com/operator-framework/operator-registry/cmd/opm@$OPM_VERSION" \
+    github.com/operator-framework/operator-registry/cmd/opm containers_image_openpgp
 }
 build_livenessprobe() { go_install livenessprobe "github.com/kubernetes-csi/livenessprobe/cmd/livenessprobe@$LIVENESSPROBE_COMMIT"; }
+# The upstream Go driver, for the side-by-side benchmark (tests/bench). Built like its release
+# image (CGO off, version stamped by ldflags, symbols kept) in a wrapper module, linked as
+# upstream-secrets-store-csi-driver so it never shadows our entry point on PATH.
+# Its logging helper monis.app/mlog is not served by the module proxy here (403), so the wrapper
+# replaces it with the few lines below: the same five calls, straight onto klog (text output).
+build_upstream_driver() {
+  local mod=sigs.k8s.io/secrets-store-csi-driver ver=$UPSTREAM_DRIVER_VERSION
+  local dest="$TOOLS_CACHE/tools/upstream-driver-$ver" bin=secrets-store-csi-driver
+  if [[ -x "$dest/$bin" ]]; then log "upstream driver $ver: cached"; else
+    log "building upstream driver $ver (wrapper module)"
+    mkdir -p "$dest/src/mlog"
+    ( cd "$dest/src"
+      printf 'module monis.app/mlog\n\ngo 1.24\n\nrequire k8s.io/klog/v2 v2.120.1\n' > mlog/go.mod
+      cat > mlog/mlog.go <<'GO'
+// Package mlog stands in for monis.app/mlog in the benchmark build of the upstream driver.
+package mlog
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/klog/v2"
+)
+
+type LogFormat string
+
+const (
+	FormatText LogFormat = "text"
+	FormatJSON LogFormat = "json"
+)
+
+// Setup returns the function main defers: flush buffered log lines on exit.
+func Setup() func() { return klog.Flush }
+
+// ValidateAndSetKlogLevelAndFormatGlobally checks the values; klog already holds the -v level.
+func ValidateAndSetKlogLevelAndFormatGlobally(_ context.Context, level klog.Level, format LogFormat) error {
+	if level < 0 {
+		return fmt.Errorf("invalid log level %d", level)
+	}
+	if format != FormatText && format != FormatJSON {
+		return fmt.Errorf("invalid log format %q", format)
+	}
+	return nil
+}
+
+func Error(msg string, err error, keysAndValues ...any) { klog.ErrorS(err, msg, keysAndValues...) }
+
+func Fatal(err error, keysAndValues ...any) {
+	klog.ErrorS(err, "fatal error", keysAndValues...)
+	klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+}
+GO
+      [[ -f go.mod ]] || go mod init local/upstream-driver >/dev/null 2>&1
+      go mod edit -replace=monis.app/mlog=./mlog
+      go get "$mod/cmd/$bin@$ver"
+      go build -trimpath -ldflags "-X $mod/pkg/version.BuildVersion=$ver" -o "$dest/$bin.tmp" "$mod/cmd/$bin"
+      mv -f "$dest/$bin.tmp" "$dest/$bin" )
+  fi
+  mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$bin" "$TOOLS_BIN/upstream-$bin"
+}
 
 targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(all)
 for t in "${targets[@]}"; do
@@ -114,6 +180,7 @@ for t in "${targets[@]}"; do
     kwok) build_kwok ;;
     registrar) build_registrar ;;
     livenessprobe) build_livenessprobe ;;
+    upstream-driver) build_upstream_driver ;;
     operator-sdk) build_operator_sdk ;;
     opm) build_opm ;;
     olm) build_operator_sdk; build_opm ;;

@@ -1,0 +1,261 @@
+"""One reconcile pass for the ClusterCSIDriver: spec -> desired objects -> cluster -> status.
+
+Every entry point (spec handlers, the resync loop, the finalizer) goes through one lock, so two
+passes never interleave their writes; each pass is idempotent, so a pass cut short by a restart
+is simply done again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import httpx2
+
+from .apply import Failure, ObjectKey, SyncResult, apply_all, child_kinds, observe, prune, remove_all
+from .kube import CLUSTER_CSI_DRIVER, CSI_DRIVER, DAEMON_SET, SERVICE_MONITOR, ApiError, KubeClient
+from .model import ManagementState, OperatorSpec, SpecError, parse_spec
+from .render import NAMES, ClusterFacts, Owner, render
+from .settings import Settings
+from .status import Observation, build_status
+
+log = logging.getLogger(__name__)
+
+# Child events often come in bursts (a rollout updates the DaemonSet status many times).
+WAKE_DEBOUNCE_SECONDS = 0.5
+
+
+class Trigger(StrEnum):
+    """Why a pass runs; it names the Event that reports what the pass changed."""
+
+    SPEC = "spec"  # created, updated or resumed ClusterCSIDriver
+    RESYNC = "resync"  # periodic, or a child changed: whatever it fixes is drift
+    REMOVAL = "removal"
+
+    @property
+    def event_reason(self) -> str:
+        return {"spec": "Applied", "resync": "DriftRepaired", "removal": "Removed"}[self.value]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    error: str | None = None
+    # The spec itself is wrong: retrying before it changes cannot help.
+    permanent: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        client: KubeClient,
+        settings: Settings,
+        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._newest: dict[str, Any] | None = None
+        self._written_status: tuple[str, dict[str, Any]] | None = None
+        self._last_warning: str | None = None
+        self._log_level: int | None = None
+
+    def wake(self) -> None:
+        """Ask for a pass soon (a child changed or disappeared)."""
+        self._wake.set()
+
+    async def wait_for_wake(self, timeout: float, stopped: Awaitable[object] | None = None) -> None:
+        """Return after `timeout` seconds, shortly after wake(), or as soon as `stopped` completes."""
+        waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(self._wake.wait())}
+        if stopped is not None:
+            waiters.add(asyncio.ensure_future(stopped))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self._wake.is_set():
+            await asyncio.sleep(WAKE_DEBOUNCE_SECONDS)
+            self._wake.clear()
+
+    async def reconcile(self, body: Mapping[str, Any], *, trigger: Trigger) -> Outcome:
+        async with self._lock:
+            current = self._freshest(body)
+            if current["metadata"].get("deletionTimestamp"):
+                return Outcome()  # the finalizer takes it from here
+            try:
+                spec = parse_spec(current.get("spec"))
+            except SpecError as err:
+                await self._invalid_spec(current, err)
+                return Outcome(error=str(err), permanent=True)
+            self._set_operator_log_level(spec)
+            log.log(
+                logging.DEBUG if trigger is Trigger.RESYNC else logging.INFO,
+                "Reconciling generation %s (%s, %s)",
+                current["metadata"].get("generation"),
+                spec.management_state.value,
+                trigger.value,
+            )
+            return await self._pass(current, spec, trigger)
+
+    async def finalize(self, body: Mapping[str, Any]) -> SyncResult:
+        """Delete every child of a ClusterCSIDriver being deleted; `remaining` lists what still exists."""
+        async with self._lock:
+            log.info("Removing every object of the driver (the ClusterCSIDriver is being deleted)")
+            result = await self._remove(body)
+            await self._report(body, result, Trigger.REMOVAL)
+            return result
+
+    async def _pass(self, body: Mapping[str, Any], spec: OperatorSpec, trigger: Trigger) -> Outcome:
+        state = spec.management_state
+        generation = int(body["metadata"].get("generation", 0))
+        try:
+            if state is ManagementState.UNMANAGED:
+                result = SyncResult()
+            elif state is ManagementState.REMOVED:
+                result = await self._remove(body)
+                trigger = Trigger.REMOVAL
+            else:
+                result = await self._sync(spec, body)
+            daemonset = await self._client.get(DAEMON_SET, NAMES.daemonset, self._settings.namespace)
+        except (ApiError, httpx2.HTTPError) as err:
+            key = ObjectKey(CLUSTER_CSI_DRIVER.kind, "", body["metadata"]["name"])
+            result, daemonset = SyncResult(failures=[Failure(key, "reconcile", str(err))]), None
+        await self._report(body, result, trigger)
+        observation = Observation(
+            generation=generation,
+            management_state=state,
+            failures=result.failures,
+            daemonset=daemonset,
+            removal_pending=result.remaining,
+        )
+        await self._write_status(body, observation)
+        if result.failures:
+            return Outcome(error="; ".join(map(str, result.failures)))
+        if result.remaining:
+            return Outcome(error="waiting for " + ", ".join(map(str, result.remaining)))
+        return Outcome()
+
+    async def _sync(self, spec: OperatorSpec, body: Mapping[str, Any]) -> SyncResult:
+        kinds = child_kinds(await self._client.serves(SERVICE_MONITOR))
+        live = await observe(self._client, self._settings.namespace, kinds)
+        csidriver = live.get(ObjectKey(CSI_DRIVER.kind, "", NAMES.csidriver))
+        if csidriver is None:  # possibly created by someone else: adopt it, keeping its tokenRequests
+            csidriver = await self._client.get(CSI_DRIVER, NAMES.csidriver)
+        facts = ClusterFacts(
+            service_monitor_crd=SERVICE_MONITOR in kinds,
+            live_token_requests=_token_requests_of(csidriver),
+        )
+        desired = render(spec, self._settings, owner=_owner(body), facts=facts)
+        result = await apply_all(self._client, desired, live)
+        result.extend(await prune(self._client, desired, live))
+        return result
+
+    async def _remove(self, body: Mapping[str, Any]) -> SyncResult:
+        kinds = child_kinds(await self._client.serves(SERVICE_MONITOR))
+        # Every name the operator could have rendered, so a child that lost its label is found too.
+        everything = render(OperatorSpec(), self._settings, facts=ClusterFacts(service_monitor_crd=True))
+        owner = _owner(body)
+        return await remove_all(self._client, self._settings.namespace, kinds, everything, owner.uid)
+
+    async def _invalid_spec(self, body: Mapping[str, Any], err: SpecError) -> None:
+        await self._warn_once(body, "InvalidSpec", str(err))
+        try:
+            daemonset = await self._client.get(DAEMON_SET, NAMES.daemonset, self._settings.namespace)
+            observation = Observation(
+                generation=int(body["metadata"].get("generation", 0)),
+                management_state=None,
+                spec_error=str(err),
+                daemonset=daemonset,
+            )
+            await self._write_status(body, observation)
+        except (ApiError, httpx2.HTTPError) as status_err:
+            log.warning("Could not report the invalid spec in the status: %s", status_err)
+
+    async def _report(self, body: Mapping[str, Any], result: SyncResult, trigger: Trigger) -> None:
+        if result.changes:
+            message = "; ".join(map(str, result.changes))
+            log.info("%s: %s", trigger.event_reason, message)
+            await self._post_event(body, "Normal", trigger.event_reason, message)
+        if result.failures:
+            await self._warn_once(body, "ReconcileFailed", "; ".join(map(str, result.failures)))
+        else:
+            self._last_warning = None
+
+    async def _warn_once(self, body: Mapping[str, Any], reason: str, message: str) -> None:
+        """Log and post a warning, but not again every resync while it stays the same."""
+        log.warning("%s: %s", reason, message)
+        if message != self._last_warning:
+            await self._post_event(body, "Warning", reason, message)
+        self._last_warning = message
+
+    async def _post_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Best effort: a lost event must not fail the pass."""
+        try:
+            await self._client.post_event(body, type_, reason, message)
+        except (ApiError, httpx2.HTTPError) as err:
+            log.warning("Could not post the %s event: %s", reason, err)
+
+    async def _write_status(self, body: Mapping[str, Any], observation: Observation) -> None:
+        uid = str(body["metadata"].get("uid"))
+        previous = body.get("status")
+        if self._written_status is not None and self._written_status[0] == uid:
+            previous = self._written_status[1]
+        status = build_status(
+            observation, previous=previous, version=self._settings.version, now=self._clock()
+        )
+        if status == previous and status == body.get("status"):
+            return  # (the body may be older than what was written last: then write again, harmlessly)
+        try:
+            await self._client.patch_status(CLUSTER_CSI_DRIVER, body["metadata"]["name"], status)
+        except ApiError as err:
+            if err.not_found:
+                return
+            raise
+        self._written_status = (uid, status)
+
+    def _set_operator_log_level(self, spec: OperatorSpec) -> None:
+        level = spec.operator_log_level.python_level
+        if level != self._log_level:
+            logging.getLogger().setLevel(level)
+            self._log_level = level
+
+    def _freshest(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The given body, unless an earlier caller already saw a newer generation of the same object."""
+        given = copy.deepcopy(dict(body))
+        newest = self._newest
+        if (
+            newest is not None
+            and newest["metadata"].get("uid") == given["metadata"].get("uid")
+            and _generation(newest) > _generation(given)
+            and not given["metadata"].get("deletionTimestamp")
+        ):
+            return newest
+        self._newest = given
+        return given
+
+
+def _generation(body: Mapping[str, Any]) -> int:
+    return int(body["metadata"].get("generation", 0))
+
+
+def _owner(body: Mapping[str, Any]) -> Owner:
+    return Owner(name=body["metadata"]["name"], uid=str(body["metadata"]["uid"]))
+
+
+def _token_requests_of(csidriver: Mapping[str, Any] | None) -> tuple[Mapping[str, Any], ...] | None:
+    if csidriver is None:
+        return None
+    requests = csidriver.get("spec", {}).get("tokenRequests")
+    return None if requests is None else tuple(requests)
