@@ -216,7 +216,8 @@ start_etcd() {
   # Test data is disposable: an etcd of another version may refuse the old data dir
   # (e.g. a 3.6 server cannot open data written by 3.7), so start fresh when it changed.
   local version stamp="$ETCD_DATA_DIR/.sscsi-etcd-version"
-  version="$("$KUBE_BIN/etcd" --version | head -n1)"
+  version="$("$KUBE_BIN/etcd" --version 2>/dev/null)"
+  version="${version%%$'\n'*}"
   if [[ -d "$ETCD_DATA_DIR/member" && "$(cat "$stamp" 2>/dev/null)" != "$version" ]]; then
     log "etcd changed to '$version': discarding old test data in $ETCD_DATA_DIR"
     rm -rf "$ETCD_DATA_DIR"

@@ -209,3 +209,146 @@ async def test_apiserver_unreachable_during_publish_and_refresh(
         for pod in (warm, cold):
             await env.kubelet.unpublish_pod(pod)
     await proxy.cut()
+
+
+GARBAGE = {
+    "duplicate-paths": objects_param(
+        {"objectName": "a", "objectAlias": "same"}, {"objectName": "b", "objectAlias": "same"}
+    ),
+    "reserved-name": objects_param({"objectName": "a", "objectAlias": "..data/evil"}),
+    "absolute-path": objects_param({"objectName": "a", "objectAlias": "/etc/evil"}),
+    "dot-dot-inside": objects_param({"objectName": "a", "objectAlias": "x/../../evil"}),
+    "unclean-path": objects_param({"objectName": "a", "objectAlias": "x//y"}),
+}
+
+
+EXPECTED_RULE = {
+    "duplicate-paths": "duplicate path",
+    "reserved-name": "reserved",
+    "absolute-path": "must be relative",
+    "dot-dot-inside": "must not contain '..'",
+    "unclean-path": "must be clean",
+}
+
+
+@pytest.mark.parametrize("case", sorted(GARBAGE))
+async def test_provider_garbage_is_refused_and_old_contents_kept(
+    fenv: DriverEnv, namespace: str, case: str
+) -> None:
+    await fenv.api.create(SPC, spc_manifest("pair", namespace, PAIR), namespace)
+    pod = await make_pod(fenv, namespace, "garbage")
+    [good] = await fenv.kubelet.publish_pod(pod)
+    assert good.ok, good.error
+    # first publish of a fresh pod with the garbage SPC: refused, nothing mounted
+    await fenv.api.create(SPC, spc_manifest("garbage", namespace, GARBAGE[case]), namespace)
+    bad_pod = await make_pod(fenv, namespace, "garbage-first", spc="garbage")
+    [bad] = await fenv.kubelet.publish_pod(bad_pod, post_events=False)
+    TALLY.faults += 1
+    assert bad.error is not None
+    assert EXPECTED_RULE[case] in (bad.error.details() or ""), bad.error.details()
+    assert mounter.mounts_under(bad.target.parent) == []
+    # a refresh that turns into garbage keeps the old files
+    await fenv.api.merge_patch(SPC, "pair", {"spec": {"parameters": {"objects": GARBAGE[case]}}}, namespace)
+    [refresh] = await fenv.kubelet.republish_pod(pod)
+    TALLY.faults += 1
+    assert refresh.ok
+    TALLY.check_volume(good.target, {"user": "alice", "password": "s3cret"})
+    assert not await asyncio.to_thread(Path("/etc/evil").exists)
+    await fenv.kubelet.unpublish_pod(pod)
+
+
+async def test_zero_byte_files_are_written(fenv: DriverEnv, namespace: str) -> None:
+    objects = objects_param({"objectName": "empty", "objectContent": ""}, {"objectName": "x"})
+    await fenv.api.create(SPC, spc_manifest("zero", namespace, objects), namespace)
+    pod = await make_pod(fenv, namespace, "zero", spc="zero")
+    [res] = await fenv.kubelet.publish_pod(pod)
+    assert res.ok, res.error
+    assert (res.target / "empty").read_bytes() == b""
+    await fenv.kubelet.unpublish_pod(pod)
+
+
+async def test_provider_slower_than_the_deadline(cluster: Any, crds: None, namespace: str) -> None:
+    async with driver_env(
+        cluster.kubeconfig,
+        cluster.logs_dir / "driver-deadline",
+        node="sscsi-node-deadline",
+        extra_args=("--provider-timeout=1s",),
+    ) as env:
+        await env.api.create(SPC, spc_manifest("pair", namespace, PAIR), namespace)
+        pod = await make_pod(env, namespace, "slow")
+        env.provider_control("/fault?mode=slow&seconds=4")
+        try:
+            [res] = await env.kubelet.publish_pod(pod, post_events=False)
+        finally:
+            env.provider_control("/fault?mode=none")
+        TALLY.faults += 1
+        assert res.error is not None
+        assert "DeadlineExceeded" in (res.error.details() or ""), res.error.details()
+        assert mounter.mounts_under(res.target.parent) == []
+        [retry] = await env.kubelet.publish_pod(pod)
+        assert retry.ok, retry.error
+        TALLY.check_volume(retry.target, {"user": "alice", "password": "s3cret"})
+        await env.kubelet.unpublish_pod(pod)
+
+
+async def test_statefulset_pod_moving_nodes_takes_over_its_spcps(fenv: DriverEnv, namespace: str) -> None:
+    """Same pod name on a new node: the SPCPS left by the old node is updated, not duplicated."""
+    from sscsi_driver.kube.api import SPCPS
+
+    await fenv.api.create(SPC, spc_manifest("pair", namespace, PAIR), namespace)
+    name = f"web-0-{namespace}-pair"
+    await fenv.api.create(
+        SPCPS,
+        {
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClassPodStatus",
+            "metadata": {
+                "name": name,
+                "labels": {"internal.secrets-store.csi.k8s.io/node-name": "old-node"},
+            },
+            "status": {
+                "podName": "web-0",
+                "secretProviderClassName": "pair",
+                "mounted": True,
+                "targetPath": "/old",
+            },
+        },
+        namespace,
+    )
+    pod = await make_pod(fenv, namespace, "web-0")
+    [res] = await fenv.kubelet.publish_pod(pod)
+    assert res.ok, res.error
+    spcps = await fenv.api.get(SPCPS, name, namespace)
+    assert spcps["metadata"]["labels"]["internal.secrets-store.csi.k8s.io/node-name"] == fenv.node
+    assert spcps["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
+    assert spcps["status"]["targetPath"] == str(res.target)
+    await fenv.kubelet.unpublish_pod(pod)
+
+
+async def test_pod_deleted_while_publish_in_flight(fenv: DriverEnv, namespace: str) -> None:
+    from harness.k8s import wait_for
+    from sscsi_driver.kube.api import POD, SPCPS, ApiError
+
+    await fenv.api.create(SPC, spc_manifest("pair", namespace, PAIR), namespace)
+    pod = await make_pod(fenv, namespace, "doomed")
+    fenv.provider_control("/fault?mode=slow&seconds=2")
+    try:
+        publish = asyncio.create_task(fenv.kubelet.publish_pod(pod, post_events=False))
+        await asyncio.sleep(0.5)
+        await fenv.api.request("DELETE", POD.path(namespace, "doomed"), params={"gracePeriodSeconds": 0})
+        TALLY.faults += 1
+        await publish  # may succeed or fail; either way kubelet then unpublishes
+    finally:
+        fenv.provider_control("/fault?mode=none")
+    [gone] = await fenv.kubelet.unpublish_pod(pod)
+    assert gone.ok, gone.error
+    assert mounter.mounts_under(gone.target.parent) == []
+
+    async def no_spcps() -> bool:
+        try:
+            await fenv.api.get(SPCPS, f"doomed-{namespace}-pair", namespace)
+            return False
+        except ApiError as err:
+            return err.not_found
+
+    await wait_for(no_spcps, timeout=90)  # owned by the deleted pod: garbage-collected

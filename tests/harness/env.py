@@ -112,7 +112,7 @@ async def driver_env(
         yield env
     finally:
         await kubelet.close()
-        driver.stop()
+        env.driver.stop()
         provider.stop()
         await api.close()
         _unmount_all(kubelet_root)
