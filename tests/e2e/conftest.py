@@ -109,3 +109,10 @@ def crds(cluster: Cluster) -> None:
     assert out.returncode == 0, out.stderr
     out = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(root))
     assert out.returncode == 0, out.stderr
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    from harness.summary import SUMMARY_LINES
+
+    for line in config.stash.get(SUMMARY_LINES, []):
+        terminalreporter.write_line(line)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, read_volume
+from harness.summary import add_summary_line
 from sscsi_driver import mounter
 from sscsi_driver.kube.api import SPC
 
@@ -42,9 +43,13 @@ TALLY = Tally()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def summary() -> Iterator[None]:
+def summary(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    print(f"\nfaults injected={TALLY.faults} volumes checked={TALLY.volumes} bytes lost={TALLY.bytes_lost}")
+    line = (
+        f"fault matrix: faults injected={TALLY.faults} volumes checked={TALLY.volumes}"
+        f" bytes lost={TALLY.bytes_lost}"
+    )
+    add_summary_line(request.config, line)
     assert TALLY.bytes_lost == 0
 
 
