@@ -25,7 +25,10 @@ FOO_OBJECTS = objects_param(
 
 @pytest.fixture(scope="module")
 async def env(cluster: Any, crds: None) -> AsyncIterator[DriverEnv]:
-    async with driver_env(cluster.kubeconfig, cluster.logs_dir / "driver-publish") as e:
+    # the most verbose level the driver has: secrets must stay out of the logs even here
+    async with driver_env(
+        cluster.kubeconfig, cluster.logs_dir / "driver-publish", extra_args=("-v=10",)
+    ) as e:
         yield e
 
 
