@@ -13,7 +13,7 @@ export KUBECONFIG_PATH := $(SSCSI_CLUSTER_DIR)/admin.kubeconfig
 
 PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 
-.PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate
+.PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench
 
 help:
 	@echo "make setup        create $(VENV) and install the project + dev tools (pinned by constraints.txt)"
@@ -23,12 +23,13 @@ help:
 	@echo "make test         lint + typecheck + unit + e2e (real control plane)"
 	@echo "make demo         control plane, reference provider, driver, a pod's secrets mounted and rotated"
 	@echo "make bundle       regenerate the OLM bundle and file-based catalog from their sources"
+	@echo "make bench        our driver vs the upstream Go driver -> bench-results/ (JSON, table, PNG; ~5 min)"
 	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
 
 $(STAMP): pyproject.toml constraints.txt
 	python3.11 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[operator,dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[operator,dev,bench]'
 	touch $@
 
 setup: $(STAMP)
@@ -36,7 +37,7 @@ setup: $(STAMP)
 # Regenerate constraints.txt from a fresh resolve (run when pyproject's ranges change).
 lock:
 	rm -rf /tmp/sscsi-lock-venv && python3.11 -m venv /tmp/sscsi-lock-venv
-	/tmp/sscsi-lock-venv/bin/pip install -q '.[operator,dev]'
+	/tmp/sscsi-lock-venv/bin/pip install -q '.[operator,dev,bench]'
 	/tmp/sscsi-lock-venv/bin/pip freeze --exclude secrets-store-csi-py > constraints.txt
 
 proto: $(STAMP)
@@ -90,6 +91,10 @@ test: lint typecheck unit bundle-validate sanity e2e
 
 demo: $(STAMP) tools
 	$(PY) hack/demo.py
+
+bench: $(STAMP)
+	hack/build-tools.sh upstream-driver
+	PYTHONPATH=tests $(PY) -m bench --out bench-results
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -217,16 +217,30 @@ def _canonical(path: Path) -> Path:
 def is_mount_point(target: Path) -> bool:
     """True when ``target`` is itself a mount point (not just on a mounted filesystem).
 
-    Uses /proc/self/mountinfo, which also sees bind mounts from the same
-    filesystem. Only when that cannot be read does it fall back to comparing
-    ``st_dev`` with the parent directory, which misses such bind mounts.
+    A directory on another device than its parent is one (our tmpfs volumes: no table
+    read). Otherwise /proc/self/mountinfo decides, which also sees bind mounts from the
+    same filesystem; only when that cannot be read does the ``st_dev`` comparison decide.
     """
     path = _canonical(target)
     try:
-        entries = parse_mountinfo(MOUNTINFO.read_bytes())
+        if os.lstat(path).st_dev != os.lstat(path.parent).st_dev:
+            return True
+    except OSError:
+        pass  # missing, or an unreadable (e.g. disconnected) mount: the table decides
+    try:
+        table = MOUNTINFO.read_bytes()
     except OSError:
         return _is_mount_point_by_stat(path)
-    return any(entry.mount_point == path for entry in entries)
+    want = _escape(os.fsencode(path))
+    # field 5 (index 4) is the mount point; no need to parse the rest of each line
+    return any(line.split(b" ", 5)[4:5] == [want] for line in table.splitlines())
+
+
+def _escape(raw: bytes) -> bytes:
+    """The octal escapes mountinfo uses for backslash, space, tab and newline."""
+    for char, code in ((b"\\", b"\\134"), (b" ", b"\\040"), (b"\t", b"\\011"), (b"\n", b"\\012")):
+        raw = raw.replace(char, code)
+    return raw
 
 
 def _is_mount_point_by_stat(path: Path) -> bool:

@@ -7,6 +7,7 @@ the driver needs no generated models (import cost and RSS matter on every node).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -92,8 +93,12 @@ def _selector(items: Mapping[str, str] | None) -> str | None:
 
 
 class KubeApi:
-    def __init__(self, http: httpx2.AsyncClient) -> None:
+    def __init__(self, http: httpx2.AsyncClient, max_in_flight: int = 16) -> None:
         self._http = http
+        # A burst of kubelet calls (110 pods at node start) must not open a TLS connection per
+        # request: bounded, they reuse the pool's keep-alive connections (httpx keeps 20).
+        # Watches use `stream` and are not counted.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     @classmethod
     def from_config(cls, kubeconfig: str | None, user_agent: str, timeout: float = 15.0) -> KubeApi:
@@ -123,7 +128,8 @@ class KubeApi:
             kwargs["content"] = json.dumps(body)
             kwargs["headers"] = {"Content-Type": content_type}
         try:
-            response = await self._http.request(method, path, **kwargs)
+            async with self._in_flight:
+                response = await self._http.request(method, path, **kwargs)
         except httpx2.HTTPError as err:  # connection refused/reset, TLS, timeouts
             raise ApiError(503, "ServiceUnavailable", f"apiserver unreachable: {err!r}") from err
         if response.status_code >= 400:

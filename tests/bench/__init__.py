@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of our driver and the upstream Go driver (issue 7); see bench/run.py."""

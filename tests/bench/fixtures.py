@@ -1,0 +1,161 @@
+"""Objects the benchmark creates on the apiserver: namespaces, nodes, SPCs, pods, other nodes' SPCPS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
+
+from harness.env import NODE, csi_volume, objects_param, pod_manifest, spc_manifest
+from harness.k8s import create_pod
+from sscsi_driver.kube.api import POD, SPC, SPCPS, ApiError, KubeApi, Resource
+from sscsi_driver.models import NODE_LABEL, spcps_name
+
+NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+MANAGED_BY = "app.kubernetes.io/managed-by"
+BENCH = "sscsi-bench"
+RUN_LABEL = "sscsi-bench/run"
+VOLUME = "secrets"
+
+T = TypeVar("T")
+
+
+async def bounded(aws: Iterable[Awaitable[T]], limit: int = 24) -> list[T]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(aw: Awaitable[T]) -> T:
+        async with sem:
+            return await aw
+
+    return await asyncio.gather(*(one(a) for a in aws))
+
+
+def objects(count: int, size: int, prefix: str = "obj") -> str:
+    return objects_param(*({"objectName": f"{prefix}-{i:03d}", "objectSize": size} for i in range(count)))
+
+
+def objects_param_sized(size: int, name: str = "large-secret") -> str:
+    return objects_param({"objectName": name, "objectSize": size})
+
+
+async def create_namespace(api: KubeApi, name: str, run_id: str) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {MANAGED_BY: BENCH, RUN_LABEL: run_id}},
+    }
+    await api.create(NAMESPACE, body)
+
+
+async def create_node(api: KubeApi, name: str, run_id: str) -> None:
+    """Pods bound to a node name that has no Node object are deleted by the pod GC."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {MANAGED_BY: BENCH, RUN_LABEL: run_id}},
+    }
+    with contextlib.suppress(ApiError):
+        await api.create(NODE, body)
+
+
+async def create_spc(api: KubeApi, namespace: str, name: str, objects_yaml: str) -> None:
+    await api.create(SPC, spc_manifest(name, namespace, objects_yaml), namespace)
+
+
+async def create_bench_pod(api: KubeApi, namespace: str, name: str, node: str, spc: str) -> dict[str, Any]:
+    manifest = pod_manifest(
+        name,
+        namespace,
+        node,
+        [csi_volume(VOLUME, spc)],
+        # nodes without a kubelet turn NotReady/unreachable: tolerate it, or taint eviction
+        # deletes the pods after the default 300 s while the benchmark still uses them
+        tolerations=[{"operator": "Exists"}],
+    )
+    manifest["metadata"]["labels"] = {MANAGED_BY: BENCH}
+    return await create_pod(api, manifest)
+
+
+async def create_spcps(api: KubeApi, pod: dict[str, Any], spc: str, node: str, target: str, n: int) -> None:
+    """What another node's driver would have written for its pod."""
+    meta = pod["metadata"]
+    body = {
+        "apiVersion": SPCPS.api_version,
+        "kind": SPCPS.kind,
+        "metadata": {
+            "name": spcps_name(meta["name"], meta["namespace"], spc),
+            "namespace": meta["namespace"],
+            "labels": {NODE_LABEL: node},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}
+            ],
+        },
+        "status": {
+            "podName": meta["name"],
+            "secretProviderClassName": spc,
+            "mounted": True,
+            "targetPath": target,
+            "objects": [{"id": f"secret/obj-{i:03d}", "version": "v1"} for i in range(n)],
+        },
+    }
+    await api.create(SPCPS, body, meta["namespace"])
+
+
+async def pods_with_spcs(
+    api: KubeApi,
+    *,
+    namespaces: list[str],
+    node: str,
+    prefix: str,
+    count: int,
+    objects_yaml: str,
+) -> list[dict[str, Any]]:
+    """`count` pods on `node`, pod i in namespaces[i % len], each with its own SPC (same name)."""
+    names = [(namespaces[i % len(namespaces)], f"{prefix}-{i:04d}") for i in range(count)]
+    await bounded(create_spc(api, ns, name, objects_yaml) for ns, name in names)
+    return await bounded(create_bench_pod(api, ns, name, node, name) for ns, name in names)
+
+
+async def delete_namespaces(api: KubeApi, names: Iterable[str], wait: float = 0.0) -> float:
+    """Delete, optionally wait until gone; returns the seconds waited."""
+    names = list(names)
+    for name in names:
+        with contextlib.suppress(ApiError):
+            await api.delete(NAMESPACE, name)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while wait and names and loop.time() - started < wait:
+        left = []
+        for name in names:
+            try:
+                await api.get(NAMESPACE, name)
+                left.append(name)
+            except ApiError as err:
+                if not err.not_found:
+                    left.append(name)
+        names = left
+        if names:
+            await asyncio.sleep(0.5)
+    return loop.time() - started
+
+
+async def leftovers(api: KubeApi) -> tuple[list[str], list[str]]:
+    """Namespaces and nodes of earlier (interrupted) benchmark runs."""
+    ns = await api.list(NAMESPACE, labels={MANAGED_BY: BENCH})
+    nodes = await api.list(NODE, labels={MANAGED_BY: BENCH})
+    return (
+        [o["metadata"]["name"] for o in ns.get("items") or []],
+        [o["metadata"]["name"] for o in nodes.get("items") or []],
+    )
+
+
+async def delete_nodes(api: KubeApi, names: Iterable[str]) -> None:
+    for name in names:
+        with contextlib.suppress(ApiError):
+            await api.delete(NODE, name)
+
+
+async def count_pods(api: KubeApi, namespace: str) -> int:
+    doc = await api.list(POD, namespace)
+    return len(doc.get("items") or [])

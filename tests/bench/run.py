@@ -1,0 +1,336 @@
+"""Benchmark entry point: our driver and the upstream Go driver, side by side, in one run.
+
+    make bench                                    # full run (< 15 min on 2 cores)
+    cd tests && ../.venv/bin/python -m bench      # the same, by hand
+    python -m bench --smoke                       # seconds; run by tests/e2e/test_bench_smoke.py
+
+Needs root (tmpfs mounts), the local control plane (started with hack/cluster-up.sh when not
+running) and, for the comparison, the upstream binary (`hack/build-tools.sh upstream-driver`);
+without it only our driver is measured and the ratios are empty.
+Writes <out>/bench-<mode>-<timestamp>.json (+ .png) and latest-<mode>.json/.png beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sscsi_driver.kube.api import KubeApi
+
+from . import drivers, fixtures, report
+from .audit import AuditLog
+from .scenarios import DriverPhase, Settings, Shared
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def cluster_dir() -> Path:
+    return Path(os.path.realpath(os.environ.get("SSCSI_CLUSTER_DIR") or "/tmp/sscsi-cluster"))
+
+
+def ensure_cluster() -> Path:
+    """hack/cluster-up.sh is idempotent: a no-op when the control plane already runs."""
+    env = dict(os.environ, SSCSI_CLUSTER_DIR=str(cluster_dir()))
+    out = subprocess.run([str(REPO / "hack" / "cluster-up.sh")], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"hack/cluster-up.sh failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return cluster_dir() / "admin.kubeconfig"
+
+
+def apply_crds(versions: dict[str, str], kubeconfig: Path) -> None:
+    """Both drivers need the SecretProviderClass(PodStatus) CRDs; ours are upstream-compatible."""
+    kubectl = Path(versions["TOOLS_CACHE"]) / f"kube-{versions['KUBE_VERSION']}" / "bin" / "kubectl"
+    crds = REPO / "assets" / "crds"
+    for args in (
+        ["apply", "--server-side", "-f", str(crds)],
+        ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds)],
+    ):
+        res = subprocess.run(
+            [str(kubectl), f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True
+        )
+        if res.returncode != 0:
+            raise SystemExit(f"kubectl {args[0]} {crds} failed: {res.stderr}")
+
+
+def _cmd(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def environment(versions: dict[str, str], specs: dict[str, drivers.DriverSpec]) -> dict[str, Any]:
+    import grpc
+
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+        mem_total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        mem_total = 0
+    up = specs.get(drivers.UPSTREAM)
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": round(mem_total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "go": _cmd(["go", "version"]),
+        "kubernetes": versions.get("KUBE_VERSION"),
+        "ours_version": specs[drivers.OURS].version,
+        "upstream_version": drivers.binary_version(up) if up and up.available else None,
+        "upstream_module": f"sigs.k8s.io/secrets-store-csi-driver@{versions.get('UPSTREAM_DRIVER_VERSION')}",
+        "upstream_build": "hack/build-tools.sh upstream-driver: wrapper module, CGO off, "
+        "monis.app/mlog (not on the module proxy) replaced by a klog shim",
+        "upstream_binary": str(up.binary) if up else None,
+        "hostname": platform.node(),
+        "loadavg_start": _loadavg(),
+    }
+
+
+def _loadavg() -> str:
+    """Other work on the machine skews every timing: recorded at the start and the end."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return ""
+
+
+async def populate_elsewhere(shared: Shared, pods: int) -> dict[str, Any]:
+    """Scenario 4's background: other nodes' pods, SPCs and SPCPS in other namespaces."""
+    s, api, run = shared.settings, shared.api, shared.run_id
+    started = time.monotonic()
+    nodes = [f"bench-{run}-else-{j}" for j in range(s.scale_nodes)]
+    namespaces = [f"b-{run}-else-{k}" for k in range(s.scale_namespaces)]
+    await fixtures.bounded(fixtures.create_node(api, n, run) for n in nodes)
+    await fixtures.bounded(fixtures.create_namespace(api, ns, run) for ns in namespaces)
+    obj = fixtures.objects(s.objects_per_volume, s.object_size)
+    names = [(namespaces[i % len(namespaces)], f"else-{i:05d}", nodes[i % len(nodes)]) for i in range(pods)]
+    await fixtures.bounded((fixtures.create_spc(api, ns, name, obj) for ns, name, _ in names), 32)
+    created = await fixtures.bounded(
+        (fixtures.create_bench_pod(api, ns, name, node, name) for ns, name, node in names), 32
+    )
+    await fixtures.bounded(
+        (
+            fixtures.create_spcps(
+                api,
+                pod,
+                name,
+                node,
+                f"/var/lib/kubelet/pods/{pod['metadata']['uid']}/volumes/kubernetes.io~csi/secrets/mount",
+                s.objects_per_volume,
+            )
+            for pod, (_, name, node) in zip(created, names, strict=True)
+        ),
+        32,
+    )
+    return {
+        "nodes": nodes,
+        "namespaces": namespaces,
+        "pods": len(created),
+        "spcs": len(names),
+        "spcps": len(created),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+async def run_phase(
+    shared: Shared, spec: drivers.DriverSpec, phase: str, settings: Settings
+) -> dict[str, Any]:
+    sizes = settings.publish_sizes if phase == "base" else (settings.steady_pods,)
+    large = settings.large and phase == "base"
+    p = DriverPhase(shared, spec, phase, sizes, large)
+    started = time.monotonic()
+    try:
+        result = await p.run()
+    except Exception as err:  # keep the other driver's figures; say what broke
+        shared.progress(f"[{spec.name}/{phase}] FAILED: {err!r}")
+        result = dict(p.result, error=repr(err))
+        if p.driver is not None:
+            result["driver_log_tail"] = p.driver.log_tail(2000)
+    finally:
+        # the next phase must not pay for this one's namespace deletion
+        await p.teardown(wait_namespaces=settings.mode == "full")
+    result["phase_s"] = round(time.monotonic() - started, 2)
+    return result
+
+
+async def main_async(args: argparse.Namespace, versions: dict[str, str], kubeconfig: Path) -> dict[str, Any]:
+    settings = Settings.smoke() if args.smoke else Settings.full()
+    started_wall, started = time.time(), time.monotonic()
+    out_dir = Path(args.out)  # made absolute by main()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_id = secrets.token_hex(3)
+    logs_dir = out_dir / "logs" / f"{settings.mode}-{stamp}"
+
+    tools_bin = Path(versions["TOOLS_CACHE"]) / "tools" / "bin"
+    specs = {drivers.OURS: drivers.ours_spec()}
+    upstream = drivers.upstream_spec(tools_bin, versions.get("UPSTREAM_DRIVER_VERSION", "?"))
+    wanted = [d.strip() for d in args.drivers.split(",") if d.strip()]
+    skipped: dict[str, str] = {}
+    if drivers.UPSTREAM in wanted:
+        if upstream.available:
+            specs[drivers.UPSTREAM] = upstream
+        else:
+            skipped[drivers.UPSTREAM] = f"{upstream.binary} not built (hack/build-tools.sh upstream-driver)"
+            print(f"upstream driver skipped: {skipped[drivers.UPSTREAM]}", flush=True)
+    order = [d for d in wanted if d in specs]
+
+    def progress(message: str) -> None:
+        print(f"{time.monotonic() - started:7.1f}s {message}", flush=True)
+
+    api = KubeApi.from_config(str(kubeconfig), "sscsi-bench/loadgen", timeout=30.0)
+    workroot = Path(tempfile.mkdtemp(prefix=f"sscsi-bench-{run_id}-"))
+    shared = Shared(
+        api=api,
+        audit=AuditLog(cluster_dir() / "logs" / "audit.log"),
+        kubeconfig=kubeconfig,
+        run_id=run_id,
+        workroot=workroot,
+        logs_dir=logs_dir,
+        settings=settings,
+        progress=progress,
+        py_spy_dir=Path(args.py_spy) if args.py_spy else None,
+    )
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "mode": settings.mode,
+        "started_at": datetime.fromtimestamp(started_wall, UTC).isoformat(),
+        "run_id": run_id,
+        "environment": environment(versions, specs),
+        "config": {
+            "publish_sizes": list(settings.publish_sizes),
+            "objects_per_volume": settings.objects_per_volume,
+            "object_size_bytes": settings.object_size,
+            "namespaces_per_driver": settings.namespaces_per_driver,
+            "spc_per_pod": True,
+            "rotation_poll_interval_s": settings.rotation_interval_s,
+            "idle_window_s": settings.idle_window_s,
+            "large_secret_bytes": settings.large_secret_bytes if settings.large else None,
+            "many_files": settings.many_files if settings.large else None,
+            "scale_factor": settings.scale_factor,
+            "drivers": order,
+            "skipped": skipped,
+            "audit_log": str(shared.audit.path),
+            "audit_attribution": {
+                drivers.OURS: "user agent secrets-store-csi-py/driver/* and the URI names the bench "
+                "node or one of its namespaces",
+                drivers.UPSTREAM: "user agent csi-secrets-store/*",
+            },
+        },
+        "drivers": {name: {} for name in order},
+    }
+    try:
+        old_ns, old_nodes = await fixtures.leftovers(api)
+        if old_ns or old_nodes:
+            progress(f"removing {len(old_ns)} namespaces / {len(old_nodes)} nodes of earlier runs")
+            await fixtures.delete_namespaces(api, old_ns, wait=120.0 if settings.mode == "full" else 0.0)
+            await fixtures.delete_nodes(api, old_nodes)
+        for name in order:
+            progress(f"== {name}: scenarios 1, 2, 3{', 5' if settings.large else ''}")
+            doc["drivers"][name]["base"] = await run_phase(shared, specs[name], "base", settings)
+        if settings.scale_factor and not args.no_scale:
+            pods = settings.scale_factor * settings.steady_pods
+            progress(f"== scenario 4: {pods} pods + SPCs + SPCPS on {settings.scale_nodes} other nodes")
+            elsewhere = await populate_elsewhere(shared, pods)
+            doc["elsewhere"] = {k: v for k, v in elsewhere.items() if k not in ("nodes", "namespaces")}
+            progress(f"   created in {elsewhere['seconds']}s")
+            try:
+                for name in order:
+                    progress(f"== {name}: scenario 4 (10x elsewhere)")
+                    doc["drivers"][name]["scale"] = await run_phase(shared, specs[name], "scale", settings)
+            finally:
+                await fixtures.delete_namespaces(api, elsewhere["namespaces"])
+                await fixtures.delete_nodes(api, elsewhere["nodes"])
+    finally:
+        await api.close()
+        shutil.rmtree(workroot, ignore_errors=True)
+
+    rows = report.figure_rows(settings.publish_sizes, settings.large, bool(doc.get("elsewhere")))
+    doc["figures"] = report.figures(doc["drivers"], rows)
+    doc["goals"] = report.goals(doc["drivers"], settings.steady_pods, bool(doc.get("elsewhere")))
+    doc["duration_s"] = round(time.monotonic() - started, 1)
+    doc["environment"]["loadavg_end"] = _loadavg()
+    base = out_dir / f"bench-{settings.mode}-{stamp}"
+    json_path, png_path = base.with_suffix(".json"), base.with_suffix(".png")
+    doc["artifacts"] = {"json": str(json_path), "png": str(png_path), "logs": str(logs_dir)}
+    chart_error = None if args.no_chart else report.chart(doc, png_path)
+    if chart_error or args.no_chart:
+        doc["artifacts"]["png"] = None
+        doc["artifacts"]["png_skipped"] = chart_error or "--no-chart"
+    json_path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    for src in (json_path, png_path):
+        if src.exists():
+            shutil.copyfile(src, out_dir / f"latest-{settings.mode}{src.suffix}")
+    print()
+    print(report.table(doc["figures"], doc["goals"]))
+    print()
+    print(f"JSON: {json_path}")
+    print(f"PNG:  {doc['artifacts']['png'] or doc['artifacts'].get('png_skipped')}")
+    print(f"logs: {logs_dir}")
+    print(f"total {doc['duration_s']}s")
+    return doc
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true", help="N=2, publish + passes only (seconds, for make test)")
+    p.add_argument(
+        "--out", default=str(REPO / "bench-results"), help="results directory (default: %(default)s)"
+    )
+    p.add_argument(
+        "--drivers", default="ours,upstream", help="comma list, run in this order (default: %(default)s)"
+    )
+    p.add_argument("--kubeconfig", default=None, help="use this cluster instead of hack/cluster-up.sh's")
+    p.add_argument("--no-scale", action="store_true", help="skip scenario 4")
+    p.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    p.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="profile our driver with py-spy into DIR (folded stacks; it skews the figures)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    if os.geteuid() != 0:
+        print("the benchmark mounts tmpfs volumes: run it as root", file=sys.stderr)
+        return 2
+    args = parse_args(argv)
+    versions = read_env_file(REPO / "hack" / "versions.env")
+    args.out = os.path.abspath(args.out)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else ensure_cluster()
+    apply_crds(versions, kubeconfig)
+    doc = asyncio.run(main_async(args, versions, kubeconfig))
+    failed = [f"{d}/{ph}" for d, r in doc["drivers"].items() for ph, x in r.items() if x.get("error")]
+    if failed:
+        print(f"phases failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
