@@ -13,7 +13,7 @@ export KUBECONFIG_PATH := $(SSCSI_CLUSTER_DIR)/admin.kubeconfig
 
 PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 
-.PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench
+.PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench node-up node-down e2e-node
 
 help:
 	@echo "make setup        create $(VENV) and install the project + dev tools (pinned by constraints.txt)"
@@ -87,10 +87,21 @@ SANITY_SKIP := \[Controller Server\]|should remove target path|NodeStageVolume.*
 sanity: $(STAMP) tools
 	hack/sanity.sh --ginkgo.skip='$(SANITY_SKIP)' --ginkgo.no-color
 
-test: lint typecheck unit bundle-validate sanity e2e
+test: lint typecheck unit bundle-validate sanity e2e e2e-node
 
 demo: $(STAMP) tools
 	$(PY) hack/demo.py
+
+# The real-node tier: containerd + kubelet + locally built images (skips itself when the machine
+# cannot run it; see docs/real-node.md).
+node-up: $(STAMP) tools
+	hack/node-up.sh
+
+node-down:
+	hack/node-down.sh
+
+e2e-node: $(STAMP) tools
+	$(PY) -m pytest -q tests/node
 
 bench: $(STAMP)
 	hack/build-tools.sh upstream-driver

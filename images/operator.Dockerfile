@@ -18,6 +18,9 @@ ENV SSCSI_VERSION=${VERSION} PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY --from=wheels /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels 'secrets-store-csi-py[operator]' \
  && rm -rf /wheels
+# kopf looks its user up (getpwuid); give the non-root uid a passwd/group entry.
+RUN echo 'sscsi-operator:x:65532:65532:secrets-store-csi-py operator:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'sscsi-operator:x:65532:' >> /etc/group
 COPY assets /usr/share/secrets-store-csi-py/assets
 ENV SSCSI_ASSETS_DIR=/usr/share/secrets-store-csi-py/assets
 USER 65532:65532

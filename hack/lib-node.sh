@@ -1,0 +1,94 @@
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source this file
+# Shared by hack/node-up.sh, hack/node-down.sh and hack/node-probe.sh: the real-node tier
+# (containerd + kubelet registered on a control plane of its own).
+#
+# The node has its OWN control plane (never the shared one in /tmp/sscsi-cluster: the operator
+# tests' DaemonSets would schedule onto a real node). Its own variables, so that the Makefile's
+# exported SSCSI_CLUSTER_DIR (the shared cluster) never leaks in; defaults:
+#   SSCSI_NODE_CLUSTER_DIR     /tmp/sscsi-node-cluster
+#   SSCSI_NODE_APISERVER_PORT  16443   SSCSI_NODE_ETCD_PORT 33790   SSCSI_NODE_ETCD_PEER_PORT 33800
+#   SSCSI_NODE_KCM_PORT        14357   SSCSI_NODE_SCHEDULER_PORT 14359
+#   SSCSI_NODE_NAME            sscsi-node
+#   SSCSI_KUBELET_PORT         10250 (healthz 10248)
+# They are handed to hack/cluster-up.sh / cluster-down.sh as SSCSI_CLUSTER_DIR and SSCSI_*_PORT.
+# Host-wide state this tier owns (only one real node per machine):
+#   containerd  /etc/containerd/sscsi-node.toml (config), /var/lib/containerd, /run/containerd
+#   kubelet     /var/lib/kubelet (bind-mounted onto itself, rshared)
+#   CNI         /etc/cni/net.d/10-sscsi-node.conflist, bridge cni-sscsi0, 10.88.0.0/16
+#   node IP     10.89.0.1 on an empty bridge sscsi-node0: kubelet refuses a loopback node IP, and
+#               a host-only address keeps the kubelet API (anonymous, AlwaysAllow) off the network;
+#               /etc/hosts maps $SSCSI_NODE_NAME to it (the apiserver dials the Hostname address)
+#   iptables    nat chain SSCSI-NODE: pods reach the apiserver via the `kubernetes` Service
+#               (10.0.0.1:443 -> 127.0.0.1:$SSCSI_NODE_APISERVER_PORT; there is no kube-proxy)
+# Node files: $SSCSI_NODE_CLUSTER_DIR/node/ (kubelet config, kubeconfig, certs),
+# logs: $SSCSI_NODE_CLUSTER_DIR/logs/{containerd,kubelet}.log, pids: $SSCSI_NODE_CLUSTER_DIR/pids/.
+
+export SSCSI_CLUSTER_DIR="${SSCSI_NODE_CLUSTER_DIR:-/tmp/sscsi-node-cluster}"
+export SSCSI_APISERVER_PORT="${SSCSI_NODE_APISERVER_PORT:-16443}"
+export SSCSI_ETCD_PORT="${SSCSI_NODE_ETCD_PORT:-33790}"
+export SSCSI_ETCD_PEER_PORT="${SSCSI_NODE_ETCD_PEER_PORT:-33800}"
+export SSCSI_KCM_PORT="${SSCSI_NODE_KCM_PORT:-14357}"
+export SSCSI_SCHEDULER_PORT="${SSCSI_NODE_SCHEDULER_PORT:-14359}"
+
+NODE_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/lib-cluster.sh
+source "$NODE_LIB_DIR/lib-cluster.sh"
+
+NODE_NAME="${SSCSI_NODE_NAME:-sscsi-node}"
+NODE_DIR="$CLUSTER_DIR/node"
+KUBELET_PORT="${SSCSI_KUBELET_PORT:-10250}"
+KUBELET_HEALTHZ_PORT="${SSCSI_KUBELET_HEALTHZ_PORT:-10248}"
+KUBELET_ROOT=/var/lib/kubelet
+CONTAINERD_CONFIG=/etc/containerd/sscsi-node.toml
+CONTAINERD_ROOT=/var/lib/containerd
+CONTAINERD_STATE=/run/containerd
+CONTAINERD_SOCK=$CONTAINERD_STATE/containerd.sock
+CNI_CONF=/etc/cni/net.d/10-sscsi-node.conflist
+CNI_NETWORK=sscsi-node
+CNI_BRIDGE=cni-sscsi0
+POD_CIDR=10.88.0.0/16
+SERVICE_IP=10.0.0.1
+NODE_IP="${SSCSI_NODE_IP:-10.89.0.1}"
+NODE_LINK=sscsi-node0
+NAT_CHAIN=SSCSI-NODE
+# The image containerd runs as every pod's sandbox (hack/images.py builds it from catatonit).
+PAUSE_IMAGE="${SSCSI_PAUSE_IMAGE:-docker.io/local/pause:3.10}"
+NODE_PACKAGES=(containerd runc containernetworking-plugins busybox-static catatonit iptables)
+
+nlog() { printf '[node] %s\n' "$*" >&2; }
+
+# The shared control plane must never get a real node.
+refuse_shared_cluster() {
+  if [[ "$CLUSTER_DIR" == "$(realpath -m /tmp/sscsi-cluster)" && -z "${SSCSI_NODE_ALLOW_SHARED:-}" ]]; then
+    nlog "refusing to register a real node on the shared control plane $CLUSTER_DIR"
+    nlog "(SSCSI_NODE_CLUSTER_DIR picks the node's own control plane; default /tmp/sscsi-node-cluster)"
+    exit 2
+  fi
+}
+
+# cmdline PID: the NUL-separated command line, spaces instead of NULs.
+cmdline_of() { { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null; }
+
+# node_pids KIND: pids of our kubelet / containerd / the shims of our containerd.
+node_pids() {
+  local kind=$1 dir pid cmd
+  for dir in /proc/[0-9]*; do
+    pid=${dir#/proc/}
+    cmd="$(cmdline_of "$pid")" || continue
+    case $kind in
+      kubelet) [[ "$cmd" == "$KUBE_BIN/kubelet "* && "$cmd" == *"$NODE_DIR/"* ]] ;;
+      containerd) [[ "$cmd" == "containerd --config $CONTAINERD_CONFIG"* || "$cmd" == "/usr/bin/containerd --config $CONTAINERD_CONFIG"* ]] ;;
+      shim) [[ "$cmd" == *containerd-shim-runc-v2*" -address $CONTAINERD_SOCK"* ]] ;;
+      *) false ;;
+    esac && printf '%s\n' "$pid"
+  done
+  return 0
+}
+
+# mounts_under DIR: mount points at or below DIR, deepest first.
+mounts_under() {
+  awk -v d="$1" '{ m=$5; gsub(/\\040/, " ", m); if (m == d || index(m, d "/") == 1) print m }' /proc/self/mountinfo |
+    awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-
+}
+
+kctl() { "$KUBE_BIN/kubectl" --kubeconfig="$KUBECONFIG_FILE" "$@"; }

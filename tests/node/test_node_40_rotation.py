@@ -1,0 +1,61 @@
+"""Rotation of the mounted file and the synced Secret (upstream e2e-provider.bats 24-25).
+
+Upstream waits 120 s with --rotation-poll-interval=30s; here the ClusterCSIDriver asks for a
+short minimumRefreshAge (conftest.ROTATION_SECONDS) and kubelet republishes every sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import ROTATION_SECONDS, Installation
+from nodekit import app_pod_spec, secret_env, spc, wait_for, wait_pod_ready
+
+
+@pytest.fixture
+def rotation_on(installation: Installation) -> Iterator[None]:
+    yield
+    installation.provider_control("/rotation?rotated=false")
+
+
+def test_rotation_of_file_and_secret(installation: Installation, ns: str, rotation_on: None) -> None:
+    kube = installation.kube
+    kube.apply(
+        spc(
+            "e2e-provider-auto-rotation",
+            objects=("foo",),
+            secret_objects=[
+                {
+                    "secretName": "rotationsecret",
+                    "type": "Opaque",
+                    "data": [{"objectName": "foo", "key": "username"}],
+                }
+            ],
+        ),
+        ns,
+    )
+    name = "secrets-store-inline-rotation"
+    spec = app_pod_spec(
+        [("secrets-store-inline", "e2e-provider-auto-rotation", "/mnt/secrets-store")],
+        env=[secret_env("SECRET_USERNAME", "rotationsecret", "username")],
+    )
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}, ns)
+    wait_pod_ready(kube, name, ns)
+    assert kube.exec(name, ns, "cat", "/mnt/secrets-store/foo") == "secret"
+    assert kube.secret_data("rotationsecret", ns) == {"username": "secret"}
+
+    installation.provider_control("/rotation?rotated=true")
+    timeout = 90 + 4 * ROTATION_SECONDS
+    wait_for(
+        "the mounted file to rotate",
+        lambda: kube.exec(name, ns, "cat", "/mnt/secrets-store/foo") == "rotated",
+        timeout,
+        interval=2,
+    )
+    wait_for(
+        "the synced Secret to rotate",
+        lambda: kube.secret_data("rotationsecret", ns) == {"username": "rotated"},
+        60,
+        interval=2,
+    )
