@@ -191,6 +191,14 @@ def operator_crds(cluster: Cluster) -> None:
     must(cluster.kubectl("wait", "--for=condition=Established", f"crd/{CR_RESOURCE}", "--timeout=30s"))
 
 
+def release_cr(cluster: Cluster, process: OperatorProcess) -> None:
+    """Delete the ClusterCSIDriver while an operator runs, so its finalizer is released."""
+    if kubectl_json(cluster, CR_RESOURCE, CR_NAME) is not None:
+        if process.popen is None or process.popen.poll() is not None:
+            process.start()
+        cluster.kubectl("delete", CR_RESOURCE, CR_NAME, "--wait=true", "--timeout=60s")
+
+
 def remove_leftovers(cluster: Cluster) -> None:
     """What a crashed earlier run may have left: the CR (finalizer stripped) and labelled children."""
     if kubectl_json(cluster, CR_RESOURCE, CR_NAME) is not None:
@@ -275,10 +283,7 @@ def operator(cluster: Cluster, kwok_nodes: tuple[str, ...], operator_crds: None)
         yield process
     finally:
         try:
-            if kubectl_json(cluster, CR_RESOURCE, CR_NAME) is not None:
-                if process.popen is None or process.popen.poll() is not None:
-                    process.start()
-                cluster.kubectl("delete", CR_RESOURCE, CR_NAME, "--wait=true", "--timeout=60s")
+            release_cr(cluster, process)
         finally:
             process.stop()
             remove_leftovers(cluster)

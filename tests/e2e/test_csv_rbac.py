@@ -37,6 +37,7 @@ from operator_fixtures import (
     kwok_nodes,
     must,
     operator_crds,
+    release_cr,
     remove_leftovers,
     wait_until,
 )
@@ -365,10 +366,7 @@ def csv_install(
         )
     finally:
         try:
-            if kubectl_json(cluster, CR_RESOURCE, CR_NAME) is not None:
-                if process.popen is None or process.popen.poll() is not None:
-                    process.start()
-                cluster.kubectl("delete", CR_RESOURCE, CR_NAME, "--wait=true", "--timeout=60s")
+            release_cr(cluster, process)
         finally:
             process.stop()
             remove_leftovers(cluster)

@@ -130,6 +130,19 @@ def request(target: Path) -> PublishRequest:
     )
 
 
+def kubelet_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """A kubelet root and a volume target under it, laid out as kubelet does (the volume dir exists)."""
+    root = tmp_path / "kubelet"
+    target = root / "pods" / "uid-1" / "volumes" / "kubernetes.io~csi" / "v" / "mount"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return root, target
+
+
+def unmount_all(root: Path) -> None:
+    for mount in reversed(mounter.mounts_under(root)):
+        mounter.unmount(mount)
+
+
 def snapshot(root: Path) -> set[str]:
     seen = set()
     for dirpath, dirnames, filenames in os.walk(root):
@@ -158,9 +171,7 @@ def test_random_provider_responses_never_escape_the_target(
     with_versions: bool,
 ) -> None:
     sock_dir, provider = provider_socket
-    root = tmp_path / "kubelet"
-    target = root / "pods" / "uid-1" / "volumes" / "kubernetes.io~csi" / "v" / "mount"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    root, target = kubelet_dirs(tmp_path)
     (root / "sentinel").write_text("untouched")
     before_outside = snapshot(root) - snapshot(target)
     provider.response = provider_pb2.MountResponse(
@@ -191,17 +202,14 @@ def test_random_provider_responses_never_escape_the_target(
             assert not mounter.is_mount_point(target), "a failed first mount must not leave a tmpfs"
             assert not target.exists()
     finally:
-        for mount in reversed(mounter.mounts_under(root)):
-            mounter.unmount(mount)
+        unmount_all(root)
 
 
 def test_failed_refresh_keeps_previous_files(
     tmp_path: Path, provider_socket: tuple[Path, ScriptedProvider]
 ) -> None:
     sock_dir, provider = provider_socket
-    root = tmp_path / "kubelet"
-    target = root / "pods" / "uid-1" / "volumes" / "kubernetes.io~csi" / "v" / "mount"
-    target.parent.mkdir(parents=True)
+    root, target = kubelet_dirs(tmp_path)
     publisher, events = make_publisher(root, sock_dir, rotation=True)
     ok = provider_pb2.MountResponse(
         files=[
@@ -230,8 +238,7 @@ def test_failed_refresh_keeps_previous_files(
         assert ("Warning", "MountRotationFailed") in events.events
         assert mounter.is_mount_point(target)
     finally:
-        for mount in reversed(mounter.mounts_under(root)):
-            mounter.unmount(mount)
+        unmount_all(root)
 
 
 def test_concurrent_publish_of_one_target_mounts_once(
@@ -240,9 +247,7 @@ def test_concurrent_publish_of_one_target_mounts_once(
     from sscsi_driver.rpc import VolumeLocks
 
     sock_dir, provider = provider_socket
-    root = tmp_path / "kubelet"
-    target = root / "pods" / "uid-1" / "volumes" / "kubernetes.io~csi" / "v" / "mount"
-    target.parent.mkdir(parents=True)
+    root, target = kubelet_dirs(tmp_path)
     publisher, _ = make_publisher(root, sock_dir)
     provider.response = provider_pb2.MountResponse(
         files=[provider_pb2.File(path="a", contents=b"1")],
@@ -263,5 +268,4 @@ def test_concurrent_publish_of_one_target_mounts_once(
         assert mounter.mounts_under(target) == [target]
         assert len(locks) == 0
     finally:
-        for mount in reversed(mounter.mounts_under(root)):
-            mounter.unmount(mount)
+        unmount_all(root)
