@@ -8,7 +8,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, make_wsgi_app
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    make_wsgi_app,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import REGISTRY
 
@@ -52,6 +59,14 @@ class Metrics:
             "rotation_reconcile_error",
             "Volume refreshes failed",
             ["provider", "error_type", "os_type", "rotated"],
+        )
+        # Our addition: Secrets that secret sync leaves alone on purpose (see sync_ownership).
+        self.sync_k8s_secret_refused = Gauge(
+            "sync_k8s_secret_refused",
+            "Mounted volumes whose secretObject is not synced: an existing Secret the driver did not "
+            "create (reason unmanaged) or owned by another SecretProviderClass's definition (conflict)",
+            ["namespace", "secret", "secret_provider_class", "reason"],
+            registry=registry,
         )
         self.rotation_reconcile_duration = Histogram(
             "rotation_reconcile_duration_sec",

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 NODE_LABEL = "internal.secrets-store.csi.k8s.io/node-name"
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
+
+# A DNS-1123 subdomain: what the apiserver accepts as the name of a Secret or SecretProviderClass.
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def valid_object_name(name: str) -> bool:
+    return len(name) <= 253 and _DNS_SUBDOMAIN.fullmatch(name) is not None
+
 
 # Volume-context keys kubelet passes with podInfoOnMount.
 POD_NAME = "csi.storage.k8s.io/pod.name"

@@ -39,6 +39,7 @@ from .models import (
     SPC_ATTRIBUTE,
     PodRef,
     SecretProviderClass,
+    valid_object_name,
 )
 from .provider_client import ProviderClients
 from .volumes import VolumeRegistry, VolumeState
@@ -186,6 +187,11 @@ class Publisher:
     ) -> str:
         if not spc_name:
             raise errors.failed("secretProviderClass is not set", errors.SPC_NOT_FOUND)
+        if not valid_object_name(spc_name):
+            raise errors.invalid_argument(
+                f"secretProviderClass {spc_name!r} is not a valid object name (a SecretProviderClass "
+                f"is looked up in the pod's namespace {pod.namespace} only)"
+            )
         try:
             spc = SecretProviderClass.from_dict(await self._spcs.get(pod.namespace, spc_name))
         except ApiError as err:

@@ -6,8 +6,12 @@ created or updated in the pod's namespace:
 
 - `data` is ours: exactly the keys listed in the secretObject, raw file bytes
   (`kubernetes.io/tls`: key and certificates split from the PEM bundle);
+- only Secrets the driver created (label `secrets-store.csi.k8s.io/managed: "true"`) are
+  ever written, and a Secret follows the definition of the SPC that created it
+  (`sync_ownership`): an unrelated Secret of the same name, or another SPC's different
+  definition, is left alone with a Warning event `SecretSyncRefused` on the pod;
 - labels and annotations are merged into what is there (ours win, other tools' stay),
-  plus `secrets-store.csi.k8s.io/managed: "true"`;
+  plus `secrets-store.csi.k8s.io/managed: "true"` and the owning SPC's annotations;
 - owner references are only ever added, matched by uid: the pod's own owners (e.g. its
   ReplicaSet), or the pod's SecretProviderClassPodStatus for a bare pod. The Secret thus
   lives while any consuming workload lives and is garbage-collected after the last one.
@@ -34,16 +38,32 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import atomic_writer, tls
-from .kube.api import POD, SECRET, SPCPS, ApiError, KubeApi, Obj
+from .kube.api import POD, SECRET, SPC, SPCPS, ApiError, KubeApi, Obj
 from .kube.cache import Informer
 from .kube.events import WARNING, EventRecorder
 from .metrics import OS_TYPE, Metrics
-from .models import MANAGED_LABEL, PodRef, SecretObject, SecretProviderClass, spcps_name
+from .models import (
+    MANAGED_LABEL,
+    PodRef,
+    SecretObject,
+    SecretProviderClass,
+    spcps_name,
+    valid_object_name,
+)
+from .sync_ownership import (
+    REFUSED_REASON,
+    RESERVED_ANNOTATIONS,
+    Lookup,
+    Refusals,
+    Verdict,
+    judge,
+    refusal_message,
+)
 from .volumes import VolumeState
 
 log = logging.getLogger(__name__)
@@ -112,6 +132,8 @@ def build_secret(obj: SecretObject, files: Mapping[str, Path]) -> DesiredSecret:
     secret_type = obj.type.strip()
     if not name:
         raise SyncError("secretName is not set in a secretObject")
+    if not valid_object_name(name):
+        raise SyncError(f"secretName {name!r} is not a valid Secret name")
     if not secret_type:
         raise SyncError(f"type is not set for Secret {name} (e.g. Opaque or {TLS_TYPE})")
     if not obj.data:
@@ -143,7 +165,7 @@ def build_secret(obj: SecretObject, files: Mapping[str, Path]) -> DesiredSecret:
         type=secret_type,
         data=data,
         labels={**obj.labels, MANAGED_LABEL: "true"},
-        annotations=dict(obj.annotations),
+        annotations={k: v for k, v in obj.annotations.items() if k not in RESERVED_ANNOTATIONS},
     )
 
 
@@ -274,8 +296,11 @@ class SecretSyncer:
         attempt_timeout: float = 30.0,
         cache_timeout: float = 10.0,
         resync_interval: float = 300.0,
+        lookup: Lookup | None = None,
     ) -> None:
         self._api = api
+        self._lookup = lookup or self._get_spc
+        self._refusals = Refusals(metrics.sync_k8s_secret_refused)
         self._node = node
         self._spcps = spcps
         self._events = events
@@ -328,6 +353,7 @@ class SecretSyncer:
             task.cancel()
         self._failures.pop(target, None)
         self._volumes.pop(target, None)
+        self._refusals.forget(target)
 
     @property
     def pending_retries(self) -> dict[str, int]:
@@ -344,6 +370,7 @@ class SecretSyncer:
         if not spc.secret_objects:
             self._failures.pop(state.target, None)
             self._volumes.pop(state.target, None)
+            self._refusals.forget(state.target)
             return
         self._volumes[state.target] = (state, spc)
         if self._resync is None and self._resync_interval > 0:
@@ -420,6 +447,7 @@ class SecretSyncer:
             return True
         self._failures.pop(target, None)
         self._volumes.pop(target, None)
+        self._refusals.forget(target)
         return False
 
     # -- one pass over an SPC's secretObjects --
@@ -461,7 +489,11 @@ class SecretSyncer:
                 ok = False
                 continue
             try:
-                await self._apply(secrets, ref.namespace, result, owners, state.provider)
+                verdict = await self._apply(secrets, ref.namespace, spc, obj, result, owners, state.provider)
+                if verdict.kind in ("unmanaged", "conflict"):
+                    self._refuse(state, spc, result.name, verdict)
+                else:
+                    self._refusals.clear(state.target, result.name)
             except SyncError as err:
                 self._report(state, spc, secret_name, err.message)
                 ok = False
@@ -533,37 +565,43 @@ class SecretSyncer:
         self,
         secrets: Informer,
         namespace: str,
+        spc: SecretProviderClass,
+        obj: SecretObject,
         desired: DesiredSecret,
         owners: list[dict[str, str]],
         provider: str,
-    ) -> bool:
-        """Create or update one Secret; False when it already matched (no request sent)."""
+    ) -> Verdict:
+        """Create or update one Secret when `judge` allows it; no request when it already matches."""
         started = time.monotonic()
         where = f"{namespace}/{desired.name}"
         async with self._locked(namespace, desired.name):
             existing = await self._cached(secrets, namespace, desired.name)
-            if existing is not None and up_to_date(existing, desired, owners):
-                return False
             if existing is None and not secrets.synced:
                 existing = await self._get_secret(namespace, desired.name)
             keep: list[Any] = []  # owners of a Secret deleted for recreation
             for _ in range(WRITE_ATTEMPTS):
+                # Judged before every write: the Secret may have changed hands since it was read.
+                verdict = await judge(existing, namespace, spc, obj, self._lookup)
+                if verdict.kind != "apply":
+                    return verdict
+                wanted = replace(desired, annotations={**desired.annotations, **verdict.annotations})
                 try:
                     if existing is None:
                         written = await self._api.create(
-                            SECRET, new_object(namespace, desired, merge_owners(keep, owners)), namespace
+                            SECRET, new_object(namespace, wanted, merge_owners(keep, owners)), namespace
                         )
                         action = "recreated" if keep else "created"
-                    elif up_to_date(existing, desired, owners):
+                    elif up_to_date(existing, wanted, owners):
                         secrets.upsert_local(existing)
-                        return False
-                    elif needs_recreate(existing, desired):
+                        return verdict
+                    elif needs_recreate(existing, wanted):
                         log.info(
                             "secret type changed and is immutable: deleting and recreating it, owners kept",
-                            extra={"secret": where, "old_type": _type_of(existing), "new_type": desired.type},
+                            extra={"secret": where, "old_type": _type_of(existing), "new_type": wanted.type},
                         )
                         meta = _meta(existing)
                         keep = merge_owners(keep, owner_refs(meta.get("ownerReferences") or []))
+                        # uid + resourceVersion: only the managed Secret just judged is deleted
                         preconditions = {
                             "uid": str(meta.get("uid")),
                             "resourceVersion": str(meta.get("resourceVersion")),
@@ -575,7 +613,7 @@ class SecretSyncer:
                         existing = await self._get_secret(namespace, desired.name)
                         continue
                     else:
-                        body = updated_object(existing, desired, owners)
+                        body = updated_object(existing, wanted, owners)
                         written = await self._api.replace(SECRET, body, namespace)
                         action = "updated"
                 except ApiError as err:
@@ -591,16 +629,24 @@ class SecretSyncer:
                     extra={
                         "secret": where,
                         "action": action,
-                        "type": desired.type,
-                        "keys": ",".join(sorted(desired.data)),  # key names only, never values
+                        "type": wanted.type,
+                        "keys": ",".join(sorted(wanted.data)),  # key names only, never values
                     },
                 )
-                if desired.type not in DOCUMENTED_TYPES:
+                if wanted.type not in DOCUMENTED_TYPES:
                     log.info(
                         "secret type is not a documented one; passed through as is", extra={"secret": where}
                     )
-                return True
+                return verdict
         raise SyncError(f"Secret {where} kept changing; gave up after {WRITE_ATTEMPTS} attempts")
+
+    async def _get_spc(self, namespace: str, name: str) -> SecretProviderClass | None:
+        try:
+            return SecretProviderClass.from_dict(await self._api.get(SPC, name, namespace))
+        except ApiError as err:
+            if err.not_found:
+                return None
+            raise
 
     async def _get_secret(self, namespace: str, name: str) -> Obj | None:
         try:
@@ -631,6 +677,24 @@ class SecretSyncer:
             | ({"hint": FORBIDDEN_HINT} if forbidden else {}),
         )
         self._events.pod_event(state.pod, WARNING, FAILED_REASON, text)
+
+    def _refuse(self, state: VolumeState, spc: SecretProviderClass, secret: str, verdict: Verdict) -> None:
+        """Not synced on purpose: one Warning event per volume and Secret, and the gauge."""
+        pod = state.pod
+        if not self._refusals.refuse(state.target, pod.namespace, secret, spc.name, verdict.kind):
+            return
+        message = refusal_message(pod.namespace, secret, spc.name, verdict)
+        log.warning(
+            "secret not synced",
+            extra={
+                "pod": _who(pod),
+                "spc": spc.name,
+                "secret": secret,
+                "reason": verdict.kind,
+                "owner_spc": verdict.owner,
+            },
+        )
+        self._events.pod_event(pod, WARNING, REFUSED_REASON, message)
 
     def _report_all(
         self, state: VolumeState, spc: SecretProviderClass, message: str, err: ApiError | None = None

@@ -35,6 +35,7 @@ from sscsi_driver.secret_sync import (
     build_secret,
     merge_owners,
 )
+from sscsi_driver.sync_ownership import DEFINITION_ANNOTATION, OWNER_ANNOTATION, definition_hash
 from sscsi_driver.volumes import VolumeState
 
 NODE = "node-a"
@@ -378,7 +379,11 @@ async def test_creates_secret_owned_by_pod_owner_then_no_requests(world: World) 
     assert secret["type"] == "Opaque"
     assert secret["data"] == {"username": b64(b"secret")}
     assert secret["metadata"]["labels"] == {"environment": "test", MANAGED_LABEL: "true"}
-    assert secret["metadata"]["annotations"] == {"note": "synced"}
+    assert secret["metadata"]["annotations"] == {
+        "note": "synced",
+        OWNER_ANNOTATION: "spc",
+        DEFINITION_ANNOTATION: definition_hash(s, s.secret_objects[0]),
+    }
     assert secret["metadata"]["ownerReferences"] == [ref_of(rs_owner("web"))]
     assert world.synced_total() == 1
     assert world.registry.get_sample_value("k8s_secret_duration_sec_count", {"os_type": "linux"}) == 1
@@ -536,13 +541,14 @@ async def test_type_change_recreates_with_owners(world: World, caplog: pytest.Lo
     assert any("immutable" in r.getMessage() for r in caplog.records)
 
 
-async def test_adopts_an_unlabelled_secret_of_the_same_name(world: World) -> None:
+async def test_never_adopts_an_unlabelled_secret_of_the_same_name(world: World) -> None:
+    """Upstream overwrites it, labels it and lets GC delete it; see test_secret_sync_ownership."""
     world.api.put(SECRET, {"metadata": {"name": "foosecret", "namespace": NS}, "data": {}})
+    before = copy.deepcopy(world.api.secret("foosecret"))
     pod = world.pod("web-1", [rs_owner("web")])
     assert await world.syncer.sync(world.volume(pod, {"foo": b"s"}), spc(opaque()))
-    secret = world.api.secret("foosecret")
-    assert secret["metadata"]["labels"] == {MANAGED_LABEL: "true"}
-    assert [c[0] for c in world.api.writes()] == ["create", "replace"]
+    assert world.api.secret("foosecret") == before
+    assert [c[0] for c in world.api.writes()] == ["create"]  # refused by the apiserver: it exists
 
 
 async def test_missing_file_reports_and_other_secrets_still_sync(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,17 @@ from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import KubeConfig
 
 Obj = dict[str, Any]
+
+# One URL path segment naming a namespace or an object. Without this check a name such as
+# `../../other/secrets/x` (a pod author's volumeAttributes or secretObjects) would be
+# normalised by the HTTP client into another namespace's URL.
+_SEGMENT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._:-]{0,251}[A-Za-z0-9])?")
+
+
+def _segment(kind: str, value: str) -> str:
+    if not _SEGMENT.fullmatch(value) or ".." in value:
+        raise ApiError(400, "BadRequest", f"invalid {kind} {value!r}: not a Kubernetes object name")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +48,10 @@ class Resource:
     def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
         parts = ["/api", self.version] if not self.group else ["/apis", self.group, self.version]
         if self.namespaced and namespace is not None:
-            parts += ["namespaces", namespace]
+            parts += ["namespaces", _segment("namespace", namespace)]
         parts.append(self.plural)
         if name is not None:
-            parts.append(name)
+            parts.append(_segment(f"{self.kind} name", name))
         if sub is not None:
             parts.append(sub)
         return "/".join(parts)
