@@ -4,7 +4,14 @@
 - a per-object daemon: a pass every `resync_seconds`, or soon after a child changes (drift repair,
   status refresh while the DaemonSet rolls out);
 - event watchers on the children (server-side filtered by the operator's label): wake the daemon;
-- delete: remove every child, then kopf releases the one finalizer.
+- delete: remove every child, then kopf releases the one finalizer. While application pods still
+  use the driver, removal waits (retried every few seconds) unless the force-removal annotation is set;
+- an event watcher on the ClusterCSIDriver wakes the daemon when that annotation appears (kopf
+  ignores annotations under its own storage prefix, so no update handler would run).
+
+The finalizer is a courtesy, not a dependency: every child has an ownerReference to the
+(cluster-scoped) ClusterCSIDriver, so when the operator is gone and an admin releases the finalizer
+by hand, the garbage collector removes the driver (docs/install-olm.md, "Uninstall").
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from .kube import CHILD_KINDS, CLUSTER_CSI_DRIVER, SERVICE_MONITOR, KubeClient
 from .names import (
     ANNOTATION_PREFIX,
     FINALIZER,
+    FORCE_REMOVAL_ANNOTATION,
     GROUP,
     MANAGED_BY_LABEL,
     MANAGED_SELECTOR,
@@ -33,6 +41,8 @@ log = logging.getLogger(__name__)
 
 RETRY_DELAY_SECONDS = 5
 FINALIZE_POLL_SECONDS = 2
+# Pods going away are not watched (that would be every pod in the cluster): polled instead.
+WAITING_FOR_PODS_POLL_SECONDS = 5
 # Watched for quick repair; a ServiceMonitor (optional CRD) is repaired by the periodic pass alone.
 WATCHED_KINDS = tuple(kind for kind in CHILD_KINDS if kind is not SERVICE_MONITOR)
 
@@ -140,13 +150,27 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, kubeconfig: st
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", **singleton)
     async def finalize(body: kopf.Body, **_: Any) -> None:
-        result = await runtime.reconciler.finalize(body)
-        if result.failures:
-            failures = "; ".join(map(str, result.failures))
-            raise kopf.TemporaryError(failures, delay=RETRY_DELAY_SECONDS)
-        if result.remaining:
-            waiting = ", ".join(map(str, result.remaining))
-            raise kopf.TemporaryError(f"waiting for {waiting} to disappear", delay=FINALIZE_POLL_SECONDS)
+        outcome = await runtime.reconciler.finalize(body)
+        if outcome.ok:
+            return
+        if outcome.waiting_for:
+            delay = WAITING_FOR_PODS_POLL_SECONDS
+        else:
+            delay = FINALIZE_POLL_SECONDS if outcome.pending else RETRY_DELAY_SECONDS
+        raise kopf.TemporaryError(outcome.error, delay=delay)
+
+    @kopf.on.event(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="force-removal",
+        annotations={FORCE_REMOVAL_ANNOTATION: "true"},
+        when=_is_singleton,
+        registry=registry,
+    )
+    async def force_removal(type: str | None, **_: Any) -> None:
+        if type is not None:
+            runtime.reconciler.wake()
 
     async def child_changed(type: str | None, **_: Any) -> None:
         # type None: the initial listing at startup, which the resume handler already covers.

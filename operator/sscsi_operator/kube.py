@@ -20,6 +20,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from . import names
 
 Obj = dict[str, Any]
+Objs = list[Obj]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Kind:
         return "/".join(parts)
 
 
+POD = Kind("", "v1", "pods", "Pod", namespaced=True)
 SERVICE_ACCOUNT = Kind("", "v1", "serviceaccounts", "ServiceAccount", namespaced=True)
 SERVICE = Kind("", "v1", "services", "Service", namespaced=True)
 DAEMON_SET = Kind("apps", "v1", "daemonsets", "DaemonSet", namespaced=True)
@@ -157,6 +159,20 @@ class KubeClient:
             item.setdefault("apiVersion", kind.api_version)
             item.setdefault("kind", kind.kind)
         return items
+
+    async def list_all(
+        self, kind: Kind, namespace: str | None = None, *, field_selector: str = "", page_size: int = 500
+    ) -> Objs:
+        """Every object of a kind (all namespaces when `namespace` is None), page by page."""
+        items: Objs = []
+        params = {"limit": str(page_size)} | ({"fieldSelector": field_selector} if field_selector else {})
+        while True:
+            _, document = await self._request("GET", kind.path(namespace), params=params)
+            items += document.get("items") or []
+            token = (document.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = params | {"continue": token}
 
     async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
         """Delete in the background (dependents such as pods go via the garbage collector).

@@ -53,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_child_watchers(record: logging.LogRecord) -> bool:
-    """Drop kopf's line for every child event (a rollout makes dozens); failures still show."""
-    return not (record.levelno < logging.WARNING and str(record.msg).startswith("Handler 'watch-"))
+    """Drop kopf's line for every child event (a rollout makes dozens) and every event of a
+    ClusterCSIDriver with the force-removal annotation; failures still show."""
+    quiet = ("Handler 'watch-", "Handler 'force-removal'")
+    return not (record.levelno < logging.WARNING and str(record.msg).startswith(quiet))
 
 
 def main(argv: list[str] | None = None) -> int:

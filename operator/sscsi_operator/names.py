@@ -22,3 +22,5 @@ MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={OPERATOR_NAME}"
 FINALIZER: Final = f"{GROUP}/driver-cleanup"
 ANNOTATION_PREFIX: Final = GROUP
 CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"
+# On the ClusterCSIDriver, value "true": remove the driver even while application pods still use it.
+FORCE_REMOVAL_ANNOTATION: Final = f"{GROUP}/force-removal"

@@ -3,6 +3,9 @@
 Every entry point (spec handlers, the resync loop, the finalizer) goes through one lock, so two
 passes never interleave their writes; each pass is idempotent, so a pass cut short by a restart
 is simply done again.
+
+Removal (managementState Removed, or the ClusterCSIDriver deleted) waits while application pods
+still use the driver, unless the ClusterCSIDriver carries the force-removal annotation.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import copy
 import datetime
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 import httpx2
 
 from .apply import Failure, ObjectKey, SyncResult, apply_all, child_kinds, observe, prune, remove_all
+from .consumers import DriverUsers, find_driver_users, removal_forced
 from .kube import CLUSTER_CSI_DRIVER, CSI_DRIVER, DAEMON_SET, SERVICE_MONITOR, ApiError, KubeClient
 from .model import ManagementState, OperatorSpec, SpecError, parse_spec
 from .render import NAMES, ClusterFacts, Owner, render
@@ -48,6 +52,10 @@ class Outcome:
     error: str | None = None
     # The spec itself is wrong: retrying before it changes cannot help.
     permanent: bool = False
+    # Removal is held back by these pods (an error only for the finalizer, which must not finish).
+    waiting_for: DriverUsers = field(default_factory=DriverUsers)
+    # Removal is done but objects are still going away (e.g. held by someone else's finalizer).
+    pending: bool = False
 
     @property
     def ok(self) -> bool:
@@ -69,6 +77,7 @@ class Reconciler:
         self._newest: dict[str, Any] | None = None
         self._written_status: tuple[str, dict[str, Any]] | None = None
         self._last_warning: str | None = None
+        self._last_waiting: str | None = None
         self._log_level: int | None = None
 
     def wake(self) -> None:
@@ -109,23 +118,31 @@ class Reconciler:
             )
             return await self._pass(current, spec, trigger)
 
-    async def finalize(self, body: Mapping[str, Any]) -> SyncResult:
-        """Delete every child of a ClusterCSIDriver being deleted; `remaining` lists what still exists."""
+    async def finalize(self, body: Mapping[str, Any]) -> Outcome:
+        """Delete every child of a ClusterCSIDriver being deleted: ok once nothing is left.
+
+        Whatever the spec says (even an invalid one), a deleted ClusterCSIDriver means Removed.
+        """
         async with self._lock:
-            log.info("Removing every object of the driver (the ClusterCSIDriver is being deleted)")
-            result = await self._remove(body)
-            await self._report(body, result, Trigger.REMOVAL)
-            return result
+            current = copy.deepcopy(dict(body))
+            log.info("The ClusterCSIDriver is being deleted: removing the driver")
+            removed = OperatorSpec(management_state=ManagementState.REMOVED)
+            outcome = await self._pass(current, removed, Trigger.REMOVAL)
+            if outcome.ok and outcome.waiting_for:
+                return replace(outcome, error=outcome.waiting_for.waiting_message())
+            return outcome
 
     async def _pass(self, body: Mapping[str, Any], spec: OperatorSpec, trigger: Trigger) -> Outcome:
         state = spec.management_state
         generation = int(body["metadata"].get("generation", 0))
+        waiting = DriverUsers()
         try:
             if state is ManagementState.UNMANAGED:
                 result = SyncResult()
             elif state is ManagementState.REMOVED:
-                result = await self._remove(body)
                 trigger = Trigger.REMOVAL
+                waiting = await self._users_holding_removal(body)
+                result = SyncResult() if waiting else await self._remove(body)
             else:
                 result = await self._sync(spec, body)
             daemonset = await self._client.get(DAEMON_SET, NAMES.daemonset, self._settings.namespace)
@@ -133,19 +150,50 @@ class Reconciler:
             key = ObjectKey(CLUSTER_CSI_DRIVER.kind, "", body["metadata"]["name"])
             result, daemonset = SyncResult(failures=[Failure(key, "reconcile", str(err))]), None
         await self._report(body, result, trigger)
+        await self._report_waiting(body, waiting)
         observation = Observation(
             generation=generation,
             management_state=state,
             failures=result.failures,
             daemonset=daemonset,
             removal_pending=result.remaining,
+            waiting_for=waiting,
         )
         await self._write_status(body, observation)
         if result.failures:
             return Outcome(error="; ".join(map(str, result.failures)))
         if result.remaining:
-            return Outcome(error="waiting for " + ", ".join(map(str, result.remaining)))
-        return Outcome()
+            return Outcome(error="waiting for " + ", ".join(map(str, result.remaining)), pending=True)
+        return Outcome(waiting_for=waiting)
+
+    async def _users_holding_removal(self, body: Mapping[str, Any]) -> DriverUsers:
+        """The pods removal must wait for: none once the node plugin is gone (nothing left to protect)
+        or when the removal is forced (they are named in a Warning, then removal goes ahead)."""
+        if await self._client.get(DAEMON_SET, NAMES.daemonset, self._settings.namespace) is None:
+            return DriverUsers()
+        forced = removal_forced(body)
+        try:
+            users = await find_driver_users(self._client)
+        except (ApiError, httpx2.HTTPError) as err:
+            if not forced:
+                raise
+            log.warning("Could not list the pods using the driver (removal is forced): %s", err)
+            return DriverUsers()
+        if users and forced:
+            await self._warn_once(body, "RemovalForced", users.forced_message())
+            return DriverUsers()
+        return users
+
+    async def _report_waiting(self, body: Mapping[str, Any], waiting: DriverUsers) -> None:
+        """A Warning naming the pods removal waits for, again only when they change."""
+        if not waiting:
+            self._last_waiting = None
+            return
+        message = waiting.waiting_message()
+        log.warning("WaitingForPods: %s", message)
+        if message != self._last_waiting:
+            await self._post_event(body, "Warning", "WaitingForPods", message)
+        self._last_waiting = message
 
     async def _sync(self, spec: OperatorSpec, body: Mapping[str, Any]) -> SyncResult:
         kinds = child_kinds(await self._client.serves(SERVICE_MONITOR))

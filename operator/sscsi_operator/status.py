@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .apply import NODE_SERVICE, STATIC_RESOURCES, Failure, ObjectKey
+from .consumers import DriverUsers
 from .model import ManagementState
 from .names import CONFIG_HASH_ANNOTATION
 
@@ -16,6 +17,7 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 UPGRADEABLE = "Upgradeable"
 AS_EXPECTED = "AsExpected"
+WAITING_FOR_PODS = "WaitingForPods"
 MAX_MESSAGE = 2000
 
 
@@ -48,6 +50,8 @@ class Observation:
     failures: Sequence[Failure] = ()
     daemonset: Mapping[str, Any] | None = None
     removal_pending: Sequence[ObjectKey] = field(default_factory=tuple)
+    # Removal is requested but held back: these pods still use the driver.
+    waiting_for: DriverUsers = field(default_factory=DriverUsers)
 
 
 def build_status(
@@ -86,6 +90,11 @@ def _conditions(observation: Observation) -> list[Condition]:
         node_progressing = Condition(node_progressing.type, False, "Unmanaged", message)
         available = _rename(node_available, AVAILABLE)
         upgradeable = Condition(UPGRADEABLE, False, "Unmanaged", message)
+    elif state is ManagementState.REMOVED and observation.waiting_for:
+        # Nothing is removed yet: the driver still serves, and says what it waits for.
+        available = _rename(node_available, AVAILABLE)
+        message = observation.waiting_for.waiting_message()
+        progressing = Condition(PROGRESSING, True, WAITING_FOR_PODS, message)
     elif state is ManagementState.REMOVED:
         message = "managementState is Removed: the driver is removed"
         available = Condition(AVAILABLE, False, "Removed", message)

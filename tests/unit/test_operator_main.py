@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 
 import kopf
+import pytest
 from sscsi_operator import handlers
+from sscsi_operator.consumers import DriverUsers
 from sscsi_operator.main import DEFAULT_LIVENESS, _quiet_child_watchers, build_parser
 from sscsi_operator.names import FINALIZER, MANAGED_SELECTOR
+from sscsi_operator.reconcile import Outcome
 from sscsi_operator.settings import Settings
 
 
@@ -52,7 +55,7 @@ def test_registered_handlers() -> None:
     assert finalize.reason == kopf.Reason.DELETE and finalize.requires_finalizer
     assert [h.id for h in registry._spawning.get_all_handlers()] == ["resync"]
     watching = {h.id for h in registry._watching.get_all_handlers()}
-    assert watching == {f"watch-{kind.plural}" for kind in handlers.WATCHED_KINDS}
+    assert watching == {f"watch-{kind.plural}" for kind in handlers.WATCHED_KINDS} | {"force-removal"}
 
 
 def test_child_watcher_lines_are_dropped_but_failures_kept() -> None:
@@ -63,4 +66,35 @@ def test_child_watcher_lines_are_dropped_but_failures_kept() -> None:
     assert _quiet_child_watchers(
         record(logging.ERROR, "Handler 'watch-daemonsets' failed with an exception.")
     )
+    assert not _quiet_child_watchers(record(logging.INFO, "Handler 'force-removal' succeeded."))
     assert _quiet_child_watchers(record(logging.INFO, "Handler 'reconcile' succeeded."))
+
+
+class _FinalizeReturns:
+    def __init__(self) -> None:
+        self.outcome = Outcome()
+
+    async def finalize(self, body: object) -> Outcome:
+        return self.outcome
+
+
+async def test_the_finalizer_retries_sooner_or_later_depending_on_what_it_waits_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stub = _FinalizeReturns()
+    monkeypatch.setattr(handlers._Runtime, "reconciler", property(lambda self: stub))
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, Settings.from_environment({"OPERAND_NAMESPACE": "ns"}))
+    [finalize] = [h for h in registry._changing.get_all_handlers() if h.id == "finalize"]
+    cases = [
+        (Outcome(error="removal waits for 1 pod", waiting_for=DriverUsers(("app/reader",))), 5),
+        (Outcome(error="waiting for Service ns/metrics", pending=True), handlers.FINALIZE_POLL_SECONDS),
+        (Outcome(error="delete DaemonSet ns/node: forbidden"), handlers.RETRY_DELAY_SECONDS),
+    ]
+    for outcome, delay in cases:
+        stub.outcome = outcome
+        with pytest.raises(kopf.TemporaryError) as raised:
+            await finalize.fn(body={})
+        assert (str(raised.value), raised.value.delay) == (outcome.error, delay)
+    stub.outcome = Outcome()
+    await finalize.fn(body={})  # done: kopf releases the finalizer

@@ -1,4 +1,5 @@
-"""Reconcile passes against an in-memory apiserver: apply, prune, drift, adoption, failures, removal."""
+"""Reconcile passes against an in-memory apiserver: apply, prune, drift, adoption, failures, removal
+(which waits for the pods that use the driver unless forced)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 import pytest
 from sscsi_operator.apply import ObjectKey
+from sscsi_operator.consumers import ACTIVE_PODS_SELECTOR
 from sscsi_operator.kube import ApiError, Applied, Kind
-from sscsi_operator.names import MANAGED_BY_LABEL, OPERATOR_NAME
+from sscsi_operator.names import DRIVER_NAME, FORCE_REMOVAL_ANNOTATION, MANAGED_BY_LABEL, OPERATOR_NAME
 from sscsi_operator.reconcile import Reconciler, Trigger
 from sscsi_operator.render import NAMES
 from sscsi_operator.settings import Settings
@@ -34,6 +36,10 @@ class FakeKube:
         self.refuse: dict[str, str] = {}  # kind -> message of a rejected apply
         self.status_writes: set[str] = set()  # kinds whose controller writes status at every apply
         self.applies = 0
+        self.pods: list[dict[str, Any]] = []
+        self.pod_lists = 0
+        self.refuse_pod_list: str | None = None
+        self.deleted: list[ObjectKey] = []
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -87,8 +93,21 @@ class FakeKube:
             and obj["metadata"].get("labels", {}).get(MANAGED_BY_LABEL) == OPERATOR_NAME
         ]
 
+    async def list_all(
+        self, kind: Kind, namespace: str | None = None, *, field_selector: str = "", page_size: int = 500
+    ) -> list[dict[str, Any]]:
+        assert (kind.kind, namespace, field_selector) == ("Pod", None, ACTIVE_PODS_SELECTOR)
+        self.pod_lists += 1
+        if self.refuse_pod_list is not None:
+            raise ApiError(403, "Forbidden", self.refuse_pod_list)
+        # The field selector, as the apiserver applies it.
+        return [copy.deepcopy(p) for p in self.pods if p["status"]["phase"] not in ("Succeeded", "Failed")]
+
     async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
-        return self.objects.pop(ObjectKey(kind.kind, namespace or "", name), None) is not None
+        key = ObjectKey(kind.kind, namespace or "", name)
+        if key in self.objects:
+            self.deleted.append(key)
+        return self.objects.pop(key, None) is not None
 
     async def patch_status(self, kind: Kind, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(copy.deepcopy(status))
@@ -249,12 +268,13 @@ async def test_finalize_also_finds_children_that_lost_the_label(
         "rules": [],
     }
     kube.put(foreign_role)
-    result = await reconciler.finalize(cr())
-    assert not result.failures and not result.remaining
+    outcome = await reconciler.finalize(deleting(cr()))
+    assert outcome.ok
     assert list(kube.objects) == [SYNC_ROLE]
     # The DaemonSet goes first, the ServiceAccount it runs as goes last.
-    deleted = [change.key.kind for change in result.changes]
+    deleted = [key.kind for key in kube.deleted]
     assert deleted[0] == "DaemonSet" and deleted[-1] == "ServiceAccount"
+    assert CSI in kube.deleted
 
 
 async def test_a_pass_never_goes_back_to_an_older_generation(kube: FakeKube, reconciler: Reconciler) -> None:
@@ -263,3 +283,123 @@ async def test_a_pass_never_goes_back_to_an_older_generation(kube: FakeKube, rec
     await reconciler.reconcile(cr(1), trigger=Trigger.RESYNC)  # a stale body, e.g. from a queued event
     assert kube.objects[CSI]["spec"]["requiresRepublish"] is False
     assert kube.statuses[-1]["observedGeneration"] == 2
+
+
+def deleting(body: dict[str, Any]) -> dict[str, Any]:
+    body["metadata"]["deletionTimestamp"] = "2026-01-02T03:04:05Z"
+    return body
+
+
+def pod(name: str, *, driver: str = DRIVER_NAME, phase: str = "Running", ns: str = "app") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "volumes": [{"name": "secrets", "csi": {"driver": driver}}, {"name": "tmp", "emptyDir": {}}]
+        },
+        "status": {"phase": phase},
+    }
+
+
+def forced(body: dict[str, Any]) -> dict[str, Any]:
+    body["metadata"]["annotations"] = {FORCE_REMOVAL_ANNOTATION: "true"}
+    return body
+
+
+def warnings(kube: FakeKube, reason: str) -> list[str]:
+    return [message for type_, why, message in kube.events if type_ == "Warning" and why == reason]
+
+
+async def test_removed_waits_while_pods_use_the_driver(kube: FakeKube, reconciler: Reconciler) -> None:
+    await reconciler.reconcile(cr(), trigger=Trigger.SPEC)
+    kube.pods = [
+        pod("reader"),
+        pod("done", phase="Succeeded"),  # finished: its volumes are already torn down
+        pod("other", driver="ebs.csi.aws.com"),
+    ]
+    children = set(kube.objects)
+    for _ in range(3):  # the spec handler, then periodic passes: one Warning, not one per pass
+        outcome = await reconciler.reconcile(cr(2, managementState="Removed"), trigger=Trigger.RESYNC)
+        assert outcome.ok and outcome.waiting_for.pods == ("app/reader",)
+    assert set(kube.objects) == children  # nothing removed
+    assert conditions(kube)["Progressing"] == ("True", "WaitingForPods")
+    assert conditions(kube)["Degraded"] == ("False", "AsExpected")
+    message = {c["type"]: c for c in kube.statuses[-1]["conditions"]}["Progressing"]["message"]
+    assert "1 pod using the driver: app/reader" in message and FORCE_REMOVAL_ANNOTATION in message
+    [warning] = warnings(kube, "WaitingForPods")
+    assert "app/reader" in warning and "app/done" not in warning and "app/other" not in warning
+
+    kube.pods[0]["status"]["phase"] = "Failed"  # the last user is gone: removal proceeds
+    assert (await reconciler.reconcile(cr(2, managementState="Removed"), trigger=Trigger.RESYNC)).ok
+    assert kube.objects == {}
+    assert conditions(kube)["Progressing"] == ("False", "Removed")
+    assert kube.events[-1][:2] == ("Normal", "Removed")
+
+
+async def test_the_warning_names_ten_pods_and_counts_the_rest(kube: FakeKube, reconciler: Reconciler) -> None:
+    await reconciler.reconcile(cr(), trigger=Trigger.SPEC)
+    kube.pods = [pod(f"reader-{i:02d}") for i in range(13)]
+    await reconciler.reconcile(cr(2, managementState="Removed"), trigger=Trigger.SPEC)
+    [warning] = warnings(kube, "WaitingForPods")
+    assert "13 pods" in warning and "app/reader-09 and 3 more" in warning and "reader-10" not in warning
+    kube.pods.pop()  # a different set of pods: reported again
+    await reconciler.reconcile(cr(2, managementState="Removed"), trigger=Trigger.RESYNC)
+    assert len(warnings(kube, "WaitingForPods")) == 2 and "12 pods" in warnings(kube, "WaitingForPods")[1]
+
+
+async def test_the_force_annotation_removes_anyway_and_names_the_pods(
+    kube: FakeKube, reconciler: Reconciler
+) -> None:
+    await reconciler.reconcile(cr(), trigger=Trigger.SPEC)
+    kube.pods = [pod("reader", ns="team-a")]
+    await reconciler.reconcile(cr(2, managementState="Removed"), trigger=Trigger.SPEC)
+    assert DS in kube.objects
+    outcome = await reconciler.reconcile(forced(cr(2, managementState="Removed")), trigger=Trigger.RESYNC)
+    assert outcome.ok and not outcome.waiting_for
+    assert kube.objects == {}
+    [warning] = warnings(kube, "RemovalForced")
+    assert "team-a/reader" in warning
+    assert conditions(kube)["Progressing"] == ("False", "Removed")
+
+
+async def test_the_finalizer_waits_for_pods_then_removes(kube: FakeKube, reconciler: Reconciler) -> None:
+    await reconciler.reconcile(cr(), trigger=Trigger.SPEC)
+    kube.pods = [pod("reader")]
+    waiting = await reconciler.finalize(deleting(cr(2)))
+    assert not waiting.ok and waiting.waiting_for.pods == ("app/reader",)
+    assert "app/reader" in (waiting.error or "")
+    assert DS in kube.objects and CSI in kube.objects
+    assert conditions(kube)["Progressing"] == ("True", "WaitingForPods")
+    assert conditions(kube)["Available"] == ("False", "Deploying")  # as the DaemonSet says (no pods here)
+    kube.pods = []
+    assert (await reconciler.finalize(deleting(cr(2)))).ok
+    assert kube.objects == {}
+
+
+async def test_pods_do_not_hold_a_removal_once_the_node_plugin_is_gone(
+    kube: FakeKube, reconciler: Reconciler
+) -> None:
+    """The DaemonSet went first in an earlier pass: the pods are cut off already, the rest must go."""
+    await reconciler.reconcile(cr(), trigger=Trigger.SPEC)
+    del kube.objects[DS]
+    kube.pods = [pod("reader")]
+    assert (await reconciler.finalize(deleting(cr(2)))).ok
+    assert kube.objects == {} and kube.pod_lists == 0
+
+
+async def test_a_pod_list_that_fails_holds_removal_unless_forced(
+    kube: FakeKube, reconciler: Reconciler
+) -> None:
+    await reconciler.reconcile(cr(), trigger=Trigger.SPEC)
+    kube.refuse_pod_list = 'pods is forbidden: cannot list resource "pods"'
+    outcome = await reconciler.finalize(deleting(cr(2)))
+    assert not outcome.ok and not outcome.pending and "forbidden" in (outcome.error or "")
+    assert DS in kube.objects
+    assert conditions(kube)["Degraded"][0] == "True"
+    assert (await reconciler.finalize(forced(deleting(cr(2))))).ok
+    assert kube.objects == {}
+
+
+async def test_an_invalid_spec_does_not_stop_the_finalizer(kube: FakeKube, reconciler: Reconciler) -> None:
+    await reconciler.reconcile(cr(), trigger=Trigger.SPEC)
+    assert (await reconciler.finalize(deleting(cr(2, logLevel="Loud")))).ok
+    assert kube.objects == {}

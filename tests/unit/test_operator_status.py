@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sscsi_operator.apply import Failure, ObjectKey
+from sscsi_operator.consumers import DriverUsers
 from sscsi_operator.model import ManagementState
 from sscsi_operator.names import CONFIG_HASH_ANNOTATION
 from sscsi_operator.status import Observation, build_status
@@ -155,6 +156,19 @@ def test_removed_while_and_after_removing() -> None:
     assert done["Available"] == done["NodeServiceAvailable"] == ("False", "Removed")
     assert done["Progressing"] == ("False", "Removed")
     assert done["NodeServiceProgressing"] == ("False", "Removed")
+
+
+def test_removed_but_waiting_for_pods_still_serves_and_says_why() -> None:
+    users = DriverUsers(("app/reader", "app/writer"))
+    got = conditions(
+        Observation(
+            generation=2, management_state=ManagementState.REMOVED, daemonset=ROLLED_OUT, waiting_for=users
+        )
+    )
+    assert (got["Progressing"]["status"], got["Progressing"]["reason"]) == ("True", "WaitingForPods")
+    assert "2 pods using the driver: app/reader, app/writer" in got["Progressing"]["message"]
+    assert got["Available"]["status"] == got["NodeServiceAvailable"]["status"] == "True"
+    assert (got["Degraded"]["status"], got["Upgradeable"]["status"]) == ("False", "True")
 
 
 def test_transition_time_changes_only_with_the_status() -> None:
