@@ -36,6 +36,35 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (use true or false)")
 
 
+def parse_uids(text: str) -> frozenset[int]:
+    try:
+        uids = frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid uid list {text!r} (example: 1000,1001)") from None
+    if any(uid < 0 for uid in uids):
+        raise argparse.ArgumentTypeError(f"invalid uid list {text!r}: uids are not negative")
+    return uids
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a positive integer")
+    return value
+
+
+# Bounds on what one pod can make the node plugin do. Each default admits everything upstream's
+# defaults admit: a provider reply is at most --max-call-recv-msg-size (4 MiB) in both drivers, so
+# no file is larger and, at >= 5 bytes per distinct file entry, no reply lists 1 Mi files; an SPC
+# (at most 3 MiB in etcd) cannot list 1 Mi secretObjects. Concurrency is queued, never refused.
+DEFAULT_MAX_OBJECTS = 1 << 20
+DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT_PUBLISHES = 4
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     endpoint: str
@@ -55,6 +84,10 @@ class Config:
     kubelet_root_dir: Path
     provider_timeout: float
     enable_secret_sync: bool = True
+    provider_socket_allowed_uids: frozenset[int] = frozenset()
+    max_objects_per_volume: int = DEFAULT_MAX_OBJECTS
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    max_concurrent_publishes_per_pod: int = DEFAULT_MAX_CONCURRENT_PUBLISHES
 
     @property
     def provider_dirs(self) -> tuple[Path, ...]:
@@ -114,6 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
         "upstream governs this with RBAC only)",
         default=True,
     )
+    flag(
+        "--provider-socket-allowed-uids",
+        type=parse_uids,
+        default=frozenset(),
+        help="comma-separated uids, besides root and the provider directory's owner, that may own a "
+        "provider socket (our addition; any other socket is refused as planted)",
+    )
+    flag(
+        "--max-objects-per-volume",
+        type=positive,
+        default=DEFAULT_MAX_OBJECTS,
+        help="most files one provider reply may hold, and most secretObjects one SPC may sync "
+        "(our addition; the default admits every reply upstream's defaults admit)",
+    )
+    flag(
+        "--max-file-size",
+        type=positive,
+        default=DEFAULT_MAX_FILE_SIZE,
+        help="largest file a provider reply may hold, in bytes (our addition)",
+    )
+    flag(
+        "--max-concurrent-publishes-per-pod",
+        type=positive,
+        default=DEFAULT_MAX_CONCURRENT_PUBLISHES,
+        help="volumes of one pod published at once; more wait their turn (our addition)",
+    )
     return p
 
 
@@ -142,6 +201,10 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, argparse.Namesp
         kubelet_root_dir=Path(ns.kubelet_root_dir),
         provider_timeout=ns.provider_timeout,
         enable_secret_sync=ns.enable_secret_sync,
+        provider_socket_allowed_uids=ns.provider_socket_allowed_uids,
+        max_objects_per_volume=ns.max_objects_per_volume,
+        max_file_size=ns.max_file_size,
+        max_concurrent_publishes_per_pod=ns.max_concurrent_publishes_per_pod,
     )
     return cfg, ns
 

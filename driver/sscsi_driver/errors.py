@@ -40,3 +40,12 @@ def failed(message: str, error_type: str) -> DriverError:
 
 def internal(message: str, error_type: str) -> DriverError:
     return DriverError(message, code=grpc.StatusCode.INTERNAL, error_type=error_type)
+
+
+def redacted(err: DriverError, values: list[str]) -> DriverError:
+    """`err` with each of `values` (service-account tokens) replaced by `***`."""
+    message = err.message
+    for value in values:
+        if len(value) >= 8:
+            message = message.replace(value, "***")
+    return DriverError(message, code=err.code, error_type=err.error_type)

@@ -17,12 +17,12 @@ from sscsi_proto import csi_pb2_grpc
 from . import __version__, logs
 from .config import Config, parse_config, unix_socket_path
 from .identity import IdentityService
-from .kube.api import SPC, SPCPS, KubeApi
+from .kube.api import SPC, SPCPS, ApiError, KubeApi
 from .kube.cache import Informer, NamespacedCache
 from .kube.events import EventRecorder
 from .kube.spcps import PodStatusWriter
 from .metrics import Heartbeat, Metrics, serve
-from .models import NODE_LABEL
+from .models import NODE_LABEL, SecretProviderClass
 from .node import NodeService
 from .provider_client import ProviderClients
 from .publisher import Publisher
@@ -42,7 +42,12 @@ async def run(cfg: Config) -> None:
     spcs = NamespacedCache(api, SPC)
     metrics = Metrics()
     heartbeat = Heartbeat()
-    providers = ProviderClients(cfg.provider_dirs, cfg.max_call_recv_msg_size, cfg.provider_timeout)
+    providers = ProviderClients(
+        cfg.provider_dirs,
+        cfg.max_call_recv_msg_size,
+        cfg.provider_timeout,
+        allowed_uids=cfg.provider_socket_allowed_uids,
+    )
     events = EventRecorder(api, "csi-secrets-store-driver", cfg.node_id)
     publisher = Publisher(
         cfg,
@@ -52,6 +57,16 @@ async def run(cfg: Config) -> None:
         events=events,
         metrics=metrics,
     )
+
+    async def lookup_spc(namespace: str, name: str) -> SecretProviderClass | None:
+        """Another SPC of the pod's namespace, from the same per-namespace cache the publisher uses."""
+        try:
+            return SecretProviderClass.from_dict(await spcs.get(namespace, name))
+        except ApiError as err:
+            if err.not_found:
+                return None
+            raise
+
     syncer: SecretSyncer | None = None
     if cfg.enable_secret_sync:
         syncer = SecretSyncer(
@@ -61,6 +76,8 @@ async def run(cfg: Config) -> None:
             events=events,
             metrics=metrics,
             is_mounted=lambda target: publisher.volumes.get(target) is not None,
+            lookup=lookup_spc,
+            max_secret_objects=cfg.max_objects_per_volume,
         )
         publisher.listeners.append(syncer.on_volume)
         publisher.unpublish_listeners.append(syncer.forget)

@@ -15,6 +15,7 @@ from sscsi_proto import provider_pb2, provider_pb2_grpc
 
 from . import errors
 from .atomic_writer import Payload
+from .provider_socket import UntrustedSocket, check_socket
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,15 @@ def _grpc_message(err: grpc.aio.AioRpcError) -> str:
 class ProviderClients:
     """One channel per provider socket, created on first use and kept for the process lifetime."""
 
-    def __init__(self, dirs: Sequence[Path], max_recv_msg_size: int, timeout: float) -> None:
+    def __init__(
+        self,
+        dirs: Sequence[Path],
+        max_recv_msg_size: int,
+        timeout: float,
+        allowed_uids: frozenset[int] = frozenset(),
+    ) -> None:
         self._dirs = tuple(dirs)
+        self._allowed_uids = allowed_uids
         self._max_recv = max_recv_msg_size
         self._timeout = timeout
         self._channels: dict[str, tuple[grpc.aio.Channel, provider_pb2_grpc.CSIDriverProviderAsyncStub]] = {}
@@ -68,6 +76,13 @@ class ProviderClients:
         for directory in self._dirs:
             candidate = directory / f"{provider}.sock"
             if candidate.exists():
+                try:  # checked before every call: a socket replaced since is caught too
+                    check_socket(candidate, self._allowed_uids)
+                except UntrustedSocket as err:
+                    log.error("provider socket refused", extra={"provider": provider, "error": str(err)})
+                    raise errors.failed(
+                        f'error connecting to provider "{provider}": {err}', errors.PROVIDER_LOOKUP_FAILED
+                    ) from None
                 return candidate
         searched = ", ".join(str(d) for d in self._dirs)
         raise errors.failed(

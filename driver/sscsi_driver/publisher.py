@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import atomic_writer, errors, mounter
+from . import atomic_writer, errors, limits, mounter
 from .config import Config
 from .errors import DriverError
 from .kube.api import ApiError
@@ -76,6 +77,7 @@ class Publisher:
         self._events = events
         self._metrics = metrics
         self.volumes = VolumeRegistry()
+        self._pod_slots = limits.KeyedSlots(cfg.max_concurrent_publishes_per_pod)
         self.listeners: list[VolumeListener] = []
         self.unpublish_listeners: list[Callable[[str], None]] = []
 
@@ -137,7 +139,8 @@ class Publisher:
             return
         started = time.monotonic()
         try:
-            provider = await self._publish(req, pod, spc_name, target, remount=published, mounted=mounted)
+            async with self._pod_slots.hold(pod.uid or f"{pod.namespace}/{pod.name}"):
+                provider = await self._publish(req, pod, spc_name, target, remount=published, mounted=mounted)
             provider_label = provider
         except DriverError as err:
             self._metrics.node_publish_error.labels(provider_label, err.error_type, OS_TYPE).inc()
@@ -222,17 +225,26 @@ class Publisher:
                     f"failed to mount tmpfs at {target}: {err}", errors.FAILED_TO_MOUNT
                 ) from err
         try:
-            result = await self._providers.mount(
-                spc.provider,
-                attributes=attributes,
-                secrets=req.secrets,
-                target_path=str(target),
-                current_versions=current,
-                timeout=min(self._cfg.provider_timeout, req.deadline) if req.deadline else None,
-            )
             try:
+                result = await self._providers.mount(
+                    spc.provider,
+                    attributes=attributes,
+                    secrets=req.secrets,
+                    target_path=str(target),
+                    current_versions=current,
+                    timeout=min(self._cfg.provider_timeout, req.deadline) if req.deadline else None,
+                )
+            except DriverError as err:
+                # A provider echoing a token in its error would put it in events and logs.
+                raise errors.redacted(err, token_values(tokens)) from None
+            try:
+                limits.check_reply(
+                    result.files,
+                    max_files=self._cfg.max_objects_per_volume,
+                    max_file_size=self._cfg.max_file_size,
+                )
                 changed = await asyncio.to_thread(atomic_writer.write_payloads, target, result.files)
-            except (atomic_writer.PayloadError, OSError) as err:
+            except (limits.LimitExceeded, atomic_writer.PayloadError, OSError) as err:
                 raise errors.failed(str(err), errors.FILE_WRITE_ERROR) from err
             try:
                 await self._statuses.upsert(pod, spc_name, str(target), result.versions)
@@ -318,6 +330,17 @@ class Publisher:
             mounter.unmount(target)
         _remove_contents(target)
         target.rmdir()
+
+
+def token_values(tokens: str) -> list[str]:
+    """The token strings in kubelet's `csi.storage.k8s.io/serviceAccount.tokens` JSON."""
+    try:
+        doc = json.loads(tokens) if tokens else {}
+    except ValueError:
+        return [tokens]
+    if not isinstance(doc, dict):
+        return [tokens]
+    return [str(v["token"]) for v in doc.values() if isinstance(v, dict) and v.get("token")]
 
 
 def _remove_contents(directory: Path) -> None:

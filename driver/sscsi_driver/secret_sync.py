@@ -297,10 +297,12 @@ class SecretSyncer:
         cache_timeout: float = 10.0,
         resync_interval: float = 300.0,
         lookup: Lookup | None = None,
+        max_secret_objects: int = 1 << 20,
     ) -> None:
         self._api = api
         self._lookup = lookup or self._get_spc
         self._refusals = Refusals(metrics.sync_k8s_secret_refused)
+        self._max_secret_objects = max_secret_objects
         self._node = node
         self._spcps = spcps
         self._events = events
@@ -456,6 +458,15 @@ class SecretSyncer:
         """Make every Secret of `spc` match the volume's files; True when all of them do."""
         if not spc.secret_objects:
             return True
+        if len(spc.secret_objects) > self._max_secret_objects:
+            self._report(
+                state,
+                spc,
+                "",
+                f"{len(spc.secret_objects)} secretObjects, more than "
+                f"--max-objects-per-volume={self._max_secret_objects}; none synced",
+            )
+            return True  # not transient: no retry until the SPC changes
         pods, secrets = self._start_caches()
         ref = state.pod
         try:

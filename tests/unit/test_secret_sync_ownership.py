@@ -321,3 +321,13 @@ def test_refusal_gauge_counts_volumes() -> None:
     assert value() is None
     refusals.clear("/t2", "s")
     assert len(refusals) == 0
+
+
+async def test_secret_objects_beyond_the_bound_are_not_synced(world: World) -> None:
+    world.syncer._max_secret_objects = 1  # --max-objects-per-volume=1
+    pod = world.pod("web-1", [rs_owner("web")])
+    s = make_spc("many", opaque("one"), opaque("two"))
+    assert await world.syncer.sync(world.volume(pod, {"foo": b"x"}), s)
+    assert world.api.writes() == []
+    [event] = await world.events_posted()
+    assert "2 secretObjects, more than --max-objects-per-volume=1; none synced" in event["message"]
