@@ -190,9 +190,11 @@ class Reconciler:
             self._last_waiting = None
             return
         message = waiting.waiting_message()
-        log.warning("WaitingForPods: %s", message)
         if message != self._last_waiting:
+            log.warning("WaitingForPods: %s", message)
             await self._post_event(body, "Warning", "WaitingForPods", message)
+        else:
+            log.debug("WaitingForPods: %s", message)
         self._last_waiting = message
 
     async def _sync(self, spec: OperatorSpec, body: Mapping[str, Any]) -> SyncResult:
