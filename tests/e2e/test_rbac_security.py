@@ -50,12 +50,19 @@ def test_driver_cannot_touch_secrets_when_sync_is_off(cluster: Cluster, rbac: st
     assert can(cluster, rbac, "create", "events")
     assert not can(cluster, rbac, "create", "serviceaccounts/token"), "kubelet mints tokens, not the driver"
     assert not can(cluster, rbac, "delete", "pods")
+    # least privilege (tests/e2e/test_driver_rbac.py): no pod reads without sync, nothing unused
+    for verb in ("get", "list", "watch"):
+        assert not can(cluster, rbac, verb, "pods"), verb
+    assert not can(cluster, rbac, "patch", "events")
+    assert not can(cluster, rbac, "delete", "secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io")
 
 
 @pytest.mark.parametrize("rbac", [True], indirect=True)
 def test_driver_can_sync_secrets_when_sync_is_on(cluster: Cluster, rbac: str) -> None:
-    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+    for verb in ("get", "list", "watch", "create", "update", "delete"):
         assert can(cluster, rbac, verb, "secrets"), verb
+    assert not can(cluster, rbac, "patch", "secrets"), "the driver updates with a resourceVersion"
+    assert can(cluster, rbac, "list", "pods"), "the consuming pods' owners own the Secrets"
 
 
 @pytest.mark.parametrize("rbac", [True], indirect=True)
