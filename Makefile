@@ -13,6 +13,7 @@ export KUBECONFIG_PATH := $(SSCSI_CLUSTER_DIR)/admin.kubeconfig
 
 PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 
+.PHONY: node-tools images
 .PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench node-up node-down e2e-node
 
 help:
@@ -25,6 +26,8 @@ help:
 	@echo "make bundle       regenerate the OLM bundle and file-based catalog from their sources"
 	@echo "make bench        our driver vs the upstream Go driver -> bench-results/ (JSON, table, PNG; ~5 min)"
 	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
+	@echo "make node-tools   node-driver-registrar, livenessprobe, upstream e2e provider from ../shared/upstream-src"
+	@echo "make images       buildah-build the node tier's images (hack/images.sh; also import|push|names)"
 
 $(STAMP): pyproject.toml constraints.txt
 	python3.11 -m venv $(VENV)
@@ -61,6 +64,13 @@ tools:
 olm-tools:
 	hack/build-tools.sh olm
 
+# The real-node tier's upstream pieces, built from their release source (../shared/upstream-src).
+node-tools:
+	hack/build-tools.sh node
+
+images: node-tools
+	hack/images.sh build
+
 bundle: $(STAMP) olm-tools
 	$(PY) hack/gen-bundle.py
 
@@ -94,13 +104,13 @@ demo: $(STAMP) tools
 
 # The real-node tier: containerd + kubelet + locally built images (skips itself when the machine
 # cannot run it; see docs/real-node.md).
-node-up: $(STAMP) tools
+node-up: $(STAMP) tools node-tools
 	hack/node-up.sh
 
 node-down:
 	hack/node-down.sh
 
-e2e-node: $(STAMP) tools
+e2e-node: $(STAMP) tools node-tools
 	$(PY) -m pytest -q tests/node
 
 bench: $(STAMP)

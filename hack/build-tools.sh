@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build pinned Kubernetes components and test tools from Go modules into a cache
 # outside the repository. Re-running is a no-op when the binaries exist.
-# Usage: hack/build-tools.sh [kube|csi-sanity|kwok|all]...
+# Usage: hack/build-tools.sh [kube|csi-sanity|kwok|all|olm|node|<one tool>]...
+#   node: the real-node tier's upstream pieces (node-driver-registrar, livenessprobe, upstream e2e provider)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
@@ -93,11 +94,6 @@ go_wrap_build() {  # name module@version pkg [tags] [replace...]
 
 build_csi_sanity() { go_install csi-sanity "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_TEST_VERSION"; }
 build_kwok() { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"; }
-build_registrar() {
-  go_wrap_build csi-node-driver-registrar \
-    "github.com/kubernetes-csi/node-driver-registrar/cmd/csi-node-driver-registrar@$NODE_DRIVER_REGISTRAR_COMMIT" \
-    github.com/kubernetes-csi/node-driver-registrar/cmd/csi-node-driver-registrar
-}
 # operator-sdk and opm: containers/image needs the openpgp tag to build without cgo/gpgme.
 # The module proxy here serves ansible-operator-plugins v1.42.2 but not the v1.42.3 that
 # operator-sdk v1.42.3 requires; the ansible plugin is a scaffolding plugin we never use.
@@ -110,22 +106,49 @@ build_opm() {
   go_wrap_build opm "github.com/operator-framework/operator-registry/cmd/opm@$OPM_VERSION" \
     github.com/operator-framework/operator-registry/cmd/opm containers_image_openpgp
 }
-build_livenessprobe() { go_install livenessprobe "github.com/kubernetes-csi/livenessprobe/cmd/livenessprobe@$LIVENESSPROBE_COMMIT"; }
-# The upstream Go driver, for the side-by-side benchmark (tests/bench). Built like its release
-# image (CGO off, version stamped by ldflags, symbols kept) in a wrapper module, linked as
-# upstream-secrets-store-csi-driver so it never shadows our entry point on PATH.
-# Its logging helper monis.app/mlog is not served by the module proxy here (403), so the wrapper
-# replaces it with the few lines below: the same five calls, straight onto klog (text output).
-build_upstream_driver() {
-  local mod=sigs.k8s.io/secrets-store-csi-driver ver=$UPSTREAM_DRIVER_VERSION
-  local dest="$TOOLS_CACHE/tools/upstream-driver-$ver" bin=secrets-store-csi-driver
-  if [[ -x "$dest/$bin" ]]; then log "upstream driver $ver: cached"; else
-    log "building upstream driver $ver (wrapper module)"
-    mkdir -p "$dest/src/mlog"
-    ( cd "$dest/src"
-      printf 'module monis.app/mlog\n\ngo 1.24\n\nrequire k8s.io/klog/v2 v2.120.1\n' > mlog/go.mod
-      cat > mlog/mlog.go <<'GO'
-// Package mlog stands in for monis.app/mlog in the benchmark build of the upstream driver.
+# Sources the module proxy refuses (node-driver-registrar, livenessprobe, the upstream driver's e2e
+# provider): release tarballs in ../shared/upstream-src (see its README), unpacked into the cache.
+UPSTREAM_SRC="${SSCSI_UPSTREAM_SRC:-$(cd "$HERE/.." && pwd)/../shared/upstream-src}"
+unpack_upstream() {  # tarball-name top-dir -> prints the unpacked tree
+  local tarball="$UPSTREAM_SRC/$1" dest="$TOOLS_CACHE/src/${1%.tar.gz}"
+  if [[ ! -f "$dest/.unpacked" ]]; then
+    [[ -f "$tarball" ]] || { log "missing $tarball (see shared/upstream-src/README.md)"; exit 1; }
+    rm -rf "$dest" "$dest.tmp"; mkdir -p "$dest.tmp"
+    tar -xzf "$tarball" -C "$dest.tmp"
+    mv "$dest.tmp" "$dest"; touch "$dest/.unpacked"
+  fi
+  printf '%s/%s\n' "$dest" "$2"
+}
+
+# A kubernetes-csi sidecar from its release tree, as its release-tools/build.make builds it: static,
+# vendored dependencies, the release stamped with -X main.version (what it logs and prints for --version).
+build_csi_sidecar() {  # name tarball-name top-dir version
+  local name=$1 ver=$4 src
+  local dest="$TOOLS_CACHE/tools/$name-$ver"
+  if [[ -x "$dest/$name" ]]; then log "$name $ver: cached"; else
+    src="$(unpack_upstream "$2" "$3")"
+    log "building $name $ver from $2"
+    mkdir -p "$dest"
+    ( cd "$src" && GOFLAGS=-mod=vendor go build -trimpath -ldflags "-X main.version=$ver -extldflags -static" \
+        -o "$dest/$name.tmp" "./cmd/$name" )
+    mv -f "$dest/$name.tmp" "$dest/$name"
+  fi
+  mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$name" "$TOOLS_BIN/$name"
+}
+build_registrar() {
+  build_csi_sidecar csi-node-driver-registrar "node-driver-registrar-$NODE_DRIVER_REGISTRAR_VERSION.tar.gz" \
+    node-driver-registrar "$NODE_DRIVER_REGISTRAR_VERSION"
+}
+build_livenessprobe() {
+  build_csi_sidecar livenessprobe "livenessprobe-$LIVENESSPROBE_VERSION.tar.gz" livenessprobe "$LIVENESSPROBE_VERSION"
+}
+# monis.app/mlog (the upstream driver's logging helper) is not served by the module proxy here (403):
+# upstream builds replace it with these few lines, the calls they make, straight onto klog (text output).
+write_mlog_shim() {  # dir
+  mkdir -p "$1"
+  printf 'module monis.app/mlog\n\ngo 1.24\n\nrequire k8s.io/klog/v2 v2.120.1\n' > "$1/go.mod"
+  cat > "$1/mlog.go" <<'GO'
+// Package mlog stands in for monis.app/mlog in builds of upstream code (hack/build-tools.sh).
 package mlog
 
 import (
@@ -163,6 +186,20 @@ func Fatal(err error, keysAndValues ...any) {
 	klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 }
 GO
+}
+
+# The upstream Go driver, for the side-by-side benchmark (tests/bench). Built like its release
+# image (CGO off, version stamped by ldflags, symbols kept) in a wrapper module, linked as
+# upstream-secrets-store-csi-driver so it never shadows our entry point on PATH.
+# Its logging helper monis.app/mlog is replaced by write_mlog_shim.
+build_upstream_driver() {
+  local mod=sigs.k8s.io/secrets-store-csi-driver ver=$UPSTREAM_DRIVER_VERSION
+  local dest="$TOOLS_CACHE/tools/upstream-driver-$ver" bin=secrets-store-csi-driver
+  if [[ -x "$dest/$bin" ]]; then log "upstream driver $ver: cached"; else
+    log "building upstream driver $ver (wrapper module)"
+    mkdir -p "$dest/src"
+    ( cd "$dest/src"
+      write_mlog_shim mlog
       [[ -f go.mod ]] || go mod init local/upstream-driver >/dev/null 2>&1
       go mod edit -replace=monis.app/mlog=./mlog
       go get "$mod/cmd/$bin@$ver"
@@ -170,6 +207,24 @@ GO
       mv -f "$dest/$bin.tmp" "$dest/$bin" )
   fi
   mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$bin" "$TOOLS_BIN/upstream-$bin"
+}
+
+# The upstream driver's own e2e provider (test/e2eprovider: its own module, build tag e2e, the driver's
+# module from the same tree through its `replace ../..`), built as upstream's Makefile builds it.
+build_upstream_provider() {
+  local ver=$UPSTREAM_DRIVER_VERSION name=e2e-provider src
+  local dest="$TOOLS_CACHE/tools/upstream-e2e-provider-$ver"
+  if [[ -x "$dest/$name" ]]; then log "upstream e2e provider $ver: cached"; else
+    src="$(unpack_upstream "secrets-store-csi-driver-$ver.tar.gz" secrets-store-csi-driver)"
+    log "building the upstream e2e provider $ver"
+    mkdir -p "$dest"
+    write_mlog_shim "$dest/mlog"
+    ( cd "$src/test/e2eprovider"
+      go mod edit "-replace=monis.app/mlog=$dest/mlog"
+      go build -trimpath -tags e2e -o "$dest/$name.tmp" . )
+    mv -f "$dest/$name.tmp" "$dest/$name"
+  fi
+  mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$name" "$TOOLS_BIN/upstream-$name"
 }
 
 targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(all)
@@ -181,6 +236,8 @@ for t in "${targets[@]}"; do
     registrar) build_registrar ;;
     livenessprobe) build_livenessprobe ;;
     upstream-driver) build_upstream_driver ;;
+    upstream-provider) build_upstream_provider ;;
+    node) build_registrar; build_livenessprobe; build_upstream_provider ;;
     operator-sdk) build_operator_sdk ;;
     opm) build_opm ;;
     olm) build_operator_sdk; build_opm ;;

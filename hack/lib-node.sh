@@ -51,9 +51,10 @@ SERVICE_IP=10.0.0.1
 NODE_IP="${SSCSI_NODE_IP:-10.89.0.1}"
 NODE_LINK=sscsi-node0
 NAT_CHAIN=SSCSI-NODE
-# The image containerd runs as every pod's sandbox (hack/images.py builds it from catatonit).
-PAUSE_IMAGE="${SSCSI_PAUSE_IMAGE:-docker.io/local/pause:3.10}"
-NODE_PACKAGES=(containerd runc containernetworking-plugins busybox-static catatonit iptables)
+# The image containerd runs as every pod's sandbox (hack/images.sh builds it from catatonit).
+PAUSE_IMAGE="${SSCSI_PAUSE_IMAGE:-registry.k8s.io/pause:3.10}"
+# The node's runtime, and the tools hack/images.sh builds and imports its images with.
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables buildah skopeo debootstrap catatonit busybox-static)
 
 nlog() { printf '[node] %s\n' "$*" >&2; }
 

@@ -3,8 +3,8 @@
 # changing anything that outlives the check:
 #   root; cgroup controllers (cpu cpuacct cpuset memory pids); the Kubernetes binaries (make tools);
 #   a snapshotter (overlayfs, else native); mount propagation (shared bind mounts); veth pairs;
-#   iptables' nat table; Debian packages present or the Debian mirror reachable; debootstrap;
-#   go (node-driver-registrar / livenessprobe stand-ins) or the upstream sidecars.
+#   iptables' nat table; Debian packages present or the Debian mirror reachable (debootstrap of
+#   the python base); the upstream sidecars and e2e provider (make node-tools).
 # Exit 0 and "ok ..." when everything is there; exit 1 and one "missing: ..." line per problem
 # (tests/node turns them into its skip message).
 set -uo pipefail
@@ -81,7 +81,8 @@ if command -v iptables >/dev/null 2>&1 && ! iptables -t nat -L -n >/dev/null 2>&
 fi
 
 need=()
-for p in containerd runc containernetworking-plugins busybox-static catatonit iptables debootstrap; do
+read -r -a node_packages <<<"$(sed -n 's/^NODE_PACKAGES=(\(.*\))$/\1/p' "$HERE/lib-node.sh")"
+for p in "${node_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -92,14 +93,14 @@ if ((${#need[@]})); then
   else
     notes+=("will install ${need[*]}")
   fi
-elif ! [[ -d "$TOOLS_CACHE/images/base" ]] &&
+elif ! compgen -G "$TOOLS_CACHE/images/python-base-*/rootfs.tar" >/dev/null &&
   ! curl -sS -o /dev/null --max-time 10 "${SSCSI_DEBIAN_MIRROR:-http://deb.debian.org/debian}/dists/bookworm/Release" 2>/dev/null; then
   missing "the Debian mirror (debootstrap of the python base image; nothing is cached yet)"
 fi
 
-if [[ ! -x "$TOOLS_CACHE/tools/bin/csi-node-driver-registrar" ]] && ! command -v go >/dev/null 2>&1; then
-  missing "go (builds the node-driver-registrar / livenessprobe stand-ins in hack/node-sidecars)"
-fi
+for b in csi-node-driver-registrar livenessprobe upstream-e2e-provider; do
+  [[ -x "$TOOLS_CACHE/tools/bin/$b" ]] || missing "$TOOLS_CACHE/tools/bin/$b (run: make node-tools)"
+done
 
 if ((${#problems[@]})); then
   printf 'missing: %s\n' "${problems[@]}"

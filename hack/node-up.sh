@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Bring up a one-node cluster with a REAL kubelet and containerd (the real-node tier, tests/node):
-#   1. Debian packages containerd, runc, containernetworking-plugins, busybox-static, catatonit,
-#      iptables (installed when missing; policy-rc.d keeps their services from starting)
-#   2. the pause and busybox images (hack/images.py: built locally, imported into containerd)
+#   1. Debian packages (NODE_PACKAGES in hack/lib-node.sh: containerd, runc, CNI plugins, iptables and
+#      the image tools), installed when missing; policy-rc.d keeps their services from starting
+#   2. the pause and busybox images (hack/images.sh: buildah-built, imported into containerd)
 #   3. containerd (cgroupfs, CNI bridge, no registry) in the background
 #   4. /var/lib/kubelet as a shared mount (the driver's tmpfs must propagate to the pods)
 #   5. a control plane of its own (hack/cluster-up.sh with SSCSI_CLUSTER_DIR=/tmp/sscsi-node-cluster
@@ -15,6 +15,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/lib-node.sh
 source "$HERE/lib-node.sh"
+# shellcheck source=hack/lib-packages.sh
+source "$HERE/lib-packages.sh"
 refuse_shared_cluster
 
 READY_TIMEOUT="${SSCSI_NODE_READY_TIMEOUT:-120}"
@@ -27,22 +29,7 @@ elapsed() {
 
 # --- 1. packages -------------------------------------------------------------------------
 ensure_packages() {
-  local missing=() p
-  for p in "${NODE_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  ((${#missing[@]})) || return 0
-  nlog "installing Debian packages: ${missing[*]}"
-  # Keep maintainer scripts from starting services (there is no init system to manage them).
-  local policy=/usr/sbin/policy-rc.d created=0
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    created=1
-  fi
-  apt-get update -q >&2 || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-  ((created)) && rm -f "$policy"
+  ensure_debian_packages "${NODE_PACKAGES[@]}"
   # Anything a package started anyway (not ours: no --config of ours) is stopped.
   local pid
   for pid in $(pgrep -x containerd || true); do
@@ -75,7 +62,7 @@ write_containerd_config() {
   mkdir -p "$(dirname "$CONTAINERD_CONFIG")" "$(dirname "$CNI_CONF")"
   cat >"$CONTAINERD_CONFIG.tmp" <<EOF
 # Written by hack/node-up.sh (secrets-store-csi-py real-node tier). No registry is reachable:
-# every image, the sandbox image included, is imported beforehand (hack/images.py).
+# every image, the sandbox image included, is imported beforehand (hack/images.sh).
 version = 2
 root = "$CONTAINERD_ROOT"
 state = "$CONTAINERD_STATE"
@@ -369,7 +356,7 @@ main() {
   # SSCSI_NODE_IMAGES="pause busybox driver ..." (or empty: all) imports more for manual use.
   local -a images
   read -r -a images <<<"${SSCSI_NODE_IMAGES-pause busybox}"
-  SSCSI_SNAPSHOTTER=$SNAPSHOTTER "${PYTHON:-python3}" "$HERE/images.py" import "${images[@]}" >&2
+  SSCSI_SNAPSHOTTER=$SNAPSHOTTER "$HERE/images.sh" import "${images[@]}" >/dev/null
   "$HERE/cluster-up.sh" >/dev/null
   ensure_node_ip
   ensure_hosts_entry

@@ -2,6 +2,8 @@
 ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS wheels
+# Reproducible builds: pass SOURCE_DATE_EPOCH (wheel timestamps, hash-checked .pyc files).
+ARG SOURCE_DATE_EPOCH
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY driver driver
@@ -10,6 +12,8 @@ COPY proto proto
 RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels '.[operator]'
 
 FROM ${PYTHON_IMAGE}
+# Reproducible builds: pass SOURCE_DATE_EPOCH (wheel timestamps, hash-checked .pyc files).
+ARG SOURCE_DATE_EPOCH
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="secrets-store-csi-py operator" \
       org.opencontainers.image.version="${VERSION}" \

@@ -3,11 +3,13 @@
 Session setup, in order (each step idempotent; a warm rerun takes seconds):
   1. hack/node-probe.sh: the machine can run it, else every test SKIPs naming what is missing
   2. hack/node-up.sh: containerd, the node's own control plane (/tmp/sscsi-node-cluster), kubelet
-  3. hack/images.py import: pause, busybox, driver/operator/provider (from images/*.Dockerfile),
-     node-driver-registrar and livenessprobe
+  3. hack/images.sh import: every image built by buildah from images/*.Dockerfile (pause, busybox,
+     driver, operator, provider, node-driver-registrar and livenessprobe from their upstream
+     release source, the upstream driver's own e2e provider), imported into containerd
   4. the CRDs, and the operator as a Deployment from the bundle's CSV (its image, its
      ServiceAccount, assets/operator/rbac.yaml), with the *_IMAGE variables pointing at step 3
-  5. the reference provider as a DaemonSet on /var/run/secrets-store-csi-providers
+  5. the reference provider and upstream's e2e provider as DaemonSets on
+     /var/run/secrets-store-csi-providers (sockets e2e-provider.sock, upstream-e2e-provider.sock)
   6. a ClusterCSIDriver: the operator's DaemonSet comes up and registers with kubelet
 
 The node keeps running after the session (hack/node-down.sh stops it). Logs: the failing test's
@@ -21,7 +23,6 @@ import fcntl
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Generator, Iterator
@@ -47,6 +48,9 @@ OPERATOR_NAMESPACE = "secrets-store-csi-driver"
 OPERATOR_SA = "secrets-store-csi-operator"
 PROVIDER_NAMESPACE = "kube-system"
 PROVIDER_APP = "csi-secrets-store-e2e-provider"
+# Upstream's own e2e provider (test/e2eprovider, built from its release source), on its own socket.
+UPSTREAM_PROVIDER = "upstream-e2e-provider"
+UPSTREAM_PROVIDER_APP = "csi-secrets-store-upstream-e2e-provider"
 DRIVER_APP = "secrets-store-csi-driver-node"
 CR_NAME = DRIVER_NAME
 # secretRotation.custom.minimumRefreshAge: the driver's --rotation-poll-interval (seconds).
@@ -118,9 +122,7 @@ def node(node_lock: None) -> Node:
             "real-node tier: this machine cannot run it: " + "; ".join(probe.stdout.split("\n")).strip("; ")
         )
     kubeconfig = _run([str(HACK / "node-up.sh")], "hack/node-up.sh", timeout=900).strip().splitlines()[-1]
-    images = json.loads(
-        _run([sys.executable, str(HACK / "images.py"), "import"], "hack/images.py import", 1800)
-    )
+    images = json.loads(_run([str(HACK / "images.sh"), "import"], "hack/images.sh import", 1800))
     return Node(Kube(Path(kubeconfig)), images)
 
 
@@ -206,11 +208,32 @@ def _operator_rbac() -> list[dict[str, Any]]:
 
 
 def _provider_daemonset(image: str) -> dict[str, Any]:
-    labels = {"app": PROVIDER_APP}
+    """The reference provider; its image runs as non-root, the root-owned hostPath needs uid 0."""
+    ds = _provider_daemonset_base(PROVIDER_APP, image, "e2e-provider")
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    container["args"].append("--http-addr=:8080")
+    container["readinessProbe"] = {
+        "exec": {"command": ["/bin/test", "-S", "/provider/e2e-provider.sock"]},
+        "periodSeconds": 2,
+    }
+    return ds
+
+
+def _upstream_provider_daemonset(image: str) -> dict[str, Any]:
+    """Upstream's e2e provider as its installer runs it (its control endpoint is fixed at :8080)."""
+    ds = _provider_daemonset_base(UPSTREAM_PROVIDER_APP, image, UPSTREAM_PROVIDER)
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"] = {"tcpSocket": {"port": 8080}, "periodSeconds": 2}
+    container["securityContext"].update({"readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}})
+    return ds
+
+
+def _provider_daemonset_base(app: str, image: str, provider: str) -> dict[str, Any]:
+    labels = {"app": app}
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": {"name": PROVIDER_APP, "namespace": PROVIDER_NAMESPACE, "labels": labels},
+        "metadata": {"name": app, "namespace": PROVIDER_NAMESPACE, "labels": labels},
         "spec": {
             "selector": {"matchLabels": labels},
             "template": {
@@ -224,12 +247,9 @@ def _provider_daemonset(image: str) -> dict[str, Any]:
                             "name": "provider",
                             "image": image,
                             "imagePullPolicy": "IfNotPresent",
-                            "args": ["--endpoint=unix:///provider/e2e-provider.sock", "--http-addr=:8080"],
+                            "args": [f"--endpoint=unix:///provider/{provider}.sock"],
                             "ports": [{"name": "control", "containerPort": 8080}],
-                            "readinessProbe": {
-                                "exec": {"command": ["/bin/test", "-S", "/provider/e2e-provider.sock"]},
-                                "periodSeconds": 2,
-                            },
+                            "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False},
                             "volumeMounts": [{"name": "providers", "mountPath": "/provider"}],
                         }
                     ],
@@ -289,16 +309,21 @@ class Installation:
         assert pods, "no driver pod"
         return pods[0]
 
-    def provider_pod(self) -> dict[str, Any]:
-        pods = self.kube.pods(PROVIDER_NAMESPACE, f"app={PROVIDER_APP}")
-        assert pods, "no provider pod"
+    def provider_pod(self, app: str = PROVIDER_APP) -> dict[str, Any]:
+        pods = self.kube.pods(PROVIDER_NAMESPACE, f"app={app}")
+        assert pods, f"no {app} pod"
         return pods[0]
 
     def driver_logs(self) -> str:
         return self.kube.logs(self.driver_pod()["metadata"]["name"], OPERATOR_NAMESPACE, "csi-driver")
 
-    def provider_control(self, path: str) -> str:
-        return http_get(f"http://{self.provider_pod()['status']['podIP']}:8080{path}")
+    def provider_control(self, path: str, provider: str = "e2e-provider") -> str:
+        """The control endpoint (/rotation?rotated=...) of the provider serving on <provider>.sock."""
+        app = UPSTREAM_PROVIDER_APP if provider == UPSTREAM_PROVIDER else PROVIDER_APP
+        return http_get(f"http://{self.provider_pod(app)['status']['podIP']}:8080{path}")
+
+    def driver_container_logs(self, container: str) -> str:
+        return self.kube.logs(self.driver_pod()["metadata"]["name"], OPERATOR_NAMESPACE, container)
 
 
 def _save_logs(kube: Kube) -> None:
@@ -328,6 +353,7 @@ def installation(node: Node) -> Iterator[Installation]:
     kube.apply(_operator_rbac())
     kube.apply(_csv_deployment(node.images))
     kube.apply(_provider_daemonset(node.images["provider"]))
+    kube.apply(_upstream_provider_daemonset(node.images["upstream-provider"]))
     kube.run(
         "rollout",
         "status",
@@ -343,6 +369,15 @@ def installation(node: Node) -> Iterator[Installation]:
         "-n",
         PROVIDER_NAMESPACE,
         f"daemonset/{PROVIDER_APP}",
+        "--timeout=120s",
+        timeout=140,
+    )
+    kube.run(
+        "rollout",
+        "status",
+        "-n",
+        PROVIDER_NAMESPACE,
+        f"daemonset/{UPSTREAM_PROVIDER_APP}",
         "--timeout=120s",
         timeout=140,
     )

@@ -39,6 +39,8 @@ CLUSTER_DIR = Path(os.environ.get("SSCSI_NODE_CLUSTER_DIR", "/tmp/sscsi-node-clu
 NODE_NAME = os.environ.get("SSCSI_NODE_NAME", "sscsi-node")
 DRIVER_NAME = "secrets-store.csi.k8s.io"
 MOCK_KEY = "This is mock key"
+# hack/images.sh's busybox (Debian's busybox-static), imported under the public name.
+BUSYBOX_IMAGE = "docker.io/library/busybox:1.35"
 
 T = TypeVar("T")
 
@@ -172,8 +174,9 @@ def spc(
     objects: tuple[str, ...] = ("foo", "fookey"),
     secret_objects: list[dict] | None = None,
     api_version: str = "v1",
+    provider: str = "e2e-provider",
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"provider": "e2e-provider", "parameters": {"objects": objects_param(*objects)}}
+    spec: dict[str, Any] = {"provider": provider, "parameters": {"objects": objects_param(*objects)}}
     if secret_objects:
         spec["secretObjects"] = secret_objects
     return {
@@ -199,7 +202,7 @@ def app_pod_spec(volumes: list[tuple[str, str, str]], env: list[dict] | None = N
     """A busybox pod spec; volumes: (volume name, SPC name, mount path)."""
     container: dict[str, Any] = {
         "name": "busybox",
-        "image": "local/busybox:1.35",
+        "image": BUSYBOX_IMAGE,
         "imagePullPolicy": "Never",
         "command": ["/bin/sleep", "10000"],
         "volumeMounts": [{"name": v, "mountPath": path, "readOnly": True} for v, _, path in volumes],

@@ -1,9 +1,23 @@
-"""The operator, started as a pod from its image, deploys the driver; kubelet registers it."""
+"""The operator, started as a pod from its image, deploys the driver; kubelet registers it through
+the upstream node-driver-registrar, and upstream's livenessprobe answers for the driver's Probe."""
 
 from __future__ import annotations
 
-from conftest import DRIVER_APP, OPERATOR_NAMESPACE, PROVIDER_APP, PROVIDER_NAMESPACE, Installation
-from nodekit import DRIVER_NAME, NODE_NAME
+import os
+import stat
+
+from conftest import (
+    DRIVER_APP,
+    OPERATOR_NAMESPACE,
+    PROVIDER_APP,
+    PROVIDER_NAMESPACE,
+    UPSTREAM_PROVIDER,
+    UPSTREAM_PROVIDER_APP,
+    Installation,
+)
+from nodekit import BUSYBOX_IMAGE, DRIVER_NAME, NODE_NAME, VERSIONS, http_get
+
+PLUGINS_REGISTRY = "/var/lib/kubelet/plugins_registry"
 
 
 def test_crds_established(installation: Installation) -> None:
@@ -33,7 +47,30 @@ def test_driver_daemonset_uses_local_images(installation: Installation) -> None:
     assert all(s["ready"] for s in pod["status"]["containerStatuses"])
 
 
+def test_sidecars_are_the_upstream_releases(installation: Installation) -> None:
+    """The DaemonSet runs the upstream releases pinned in hack/versions.env, and says so."""
+    pod = installation.driver_pod()
+    images = {c["name"]: c["image"] for c in pod["spec"]["containers"]}
+    registrar = VERSIONS["NODE_DRIVER_REGISTRAR_VERSION"]
+    assert images["csi-node-driver-registrar"].endswith(f"/csi-node-driver-registrar:{registrar}")
+    assert images["csi-liveness-probe"].endswith(f"/livenessprobe:{VERSIONS['LIVENESSPROBE_VERSION']}")
+    # The registrar reports the release stamped into it (upstream's -X main.version).
+    log = installation.driver_container_logs("csi-node-driver-registrar")
+    assert f'"Version" version="{registrar}"' in log, log[:2000]
+
+
+def test_busybox_is_the_built_image(installation: Installation) -> None:
+    assert installation.images["busybox"] == BUSYBOX_IMAGE
+
+
 def test_kubelet_registered_the_driver(installation: Installation) -> None:
+    """The real registration path: the registrar's socket in kubelet's plugin watcher directory,
+    kubelet's GetInfo + NotifyRegistrationStatus(registered), the CSINode entry."""
+    reg_sock = f"{PLUGINS_REGISTRY}/{DRIVER_NAME}-reg.sock"
+    assert stat.S_ISSOCK(os.stat(reg_sock).st_mode)
+    log = installation.driver_container_logs("csi-node-driver-registrar")
+    assert "Registration Server started" in log and f"/registration/{DRIVER_NAME}-reg.sock" in log
+    assert "Received NotifyRegistrationStatus call" in log and "PluginRegistered:true" in log, log[-2000:]
     csinode = installation.kube.get("csinode", NODE_NAME)
     assert [d["nodeID"] for d in csinode["spec"]["drivers"] if d["name"] == DRIVER_NAME] == [NODE_NAME]
     csidriver = installation.kube.get("csidriver", DRIVER_NAME)
@@ -42,18 +79,23 @@ def test_kubelet_registered_the_driver(installation: Installation) -> None:
 
 
 def test_provider_serves_on_the_provider_socket_dir(installation: Installation) -> None:
-    pod = installation.provider_pod()
-    assert pod["metadata"]["labels"]["app"] == PROVIDER_APP
-    assert pod["metadata"]["namespace"] == PROVIDER_NAMESPACE
-    import os
-    import stat
-
-    assert stat.S_ISSOCK(os.stat("/var/run/secrets-store-csi-providers/e2e-provider.sock").st_mode)
+    for app, provider in ((PROVIDER_APP, "e2e-provider"), (UPSTREAM_PROVIDER_APP, UPSTREAM_PROVIDER)):
+        pod = installation.provider_pod(app)
+        assert pod["metadata"]["namespace"] == PROVIDER_NAMESPACE
+        assert stat.S_ISSOCK(os.stat(f"/var/run/secrets-store-csi-providers/{provider}.sock").st_mode)
+    upstream = installation.provider_pod(UPSTREAM_PROVIDER_APP)["spec"]["containers"][0]["image"]
+    assert upstream == installation.images["upstream-provider"]
 
 
 def test_driver_liveness_sidecar(installation: Installation) -> None:
-    from nodekit import http_get
-
-    ip = installation.driver_pod()["status"]["podIP"]
-    assert http_get(f"http://{ip}:9808/healthz") == "ok"
-    assert DRIVER_APP in installation.driver_pod()["metadata"]["name"]
+    """livenessprobe's /healthz is the driver's CSI Probe: it found the driver by GetPluginInfo on
+    the driver's socket, and kubelet's liveness checks through it never restarted the driver."""
+    pod = installation.driver_pod()
+    assert DRIVER_APP in pod["metadata"]["name"]
+    assert http_get(f"http://{pod['status']['podIP']}:9808/healthz") == "ok"
+    log = installation.driver_container_logs("csi-liveness-probe")
+    assert f'"CSI driver name" driver="{DRIVER_NAME}"' in log, log[:2000]
+    driver = next(c for c in pod["spec"]["containers"] if c["name"] == "csi-driver")
+    assert driver["livenessProbe"]["httpGet"]["port"] in (9808, "healthz")
+    restarts = {s["name"]: s["restartCount"] for s in pod["status"]["containerStatuses"]}
+    assert restarts["csi-driver"] == 0

@@ -1,9 +1,11 @@
-"""Inline volumes through the real kubelet (upstream e2e-provider.bats 5-13)."""
+"""Inline volumes through the real kubelet (upstream e2e-provider.bats 5-13), served by our reference
+provider and by upstream's own e2e provider (a wire check that does not share our reading of the
+provider protocol)."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import Installation
+from conftest import UPSTREAM_PROVIDER, Installation
 from nodekit import MOCK_KEY, app_pod_spec, host_mounts_under, spc, wait_for, wait_pod_ready
 
 
@@ -16,10 +18,13 @@ def _pod(name: str, spc_name: str) -> dict:
     }
 
 
+@pytest.mark.parametrize("provider", ["e2e-provider", UPSTREAM_PROVIDER])
 @pytest.mark.parametrize("api_version", ["v1alpha1", "v1"])
-def test_inline_volume_reads_foo_and_fookey(installation: Installation, ns: str, api_version: str) -> None:
+def test_inline_volume_reads_foo_and_fookey(
+    installation: Installation, ns: str, api_version: str, provider: str
+) -> None:
     kube = installation.kube
-    kube.apply(spc("e2e-provider", api_version=api_version), ns)
+    kube.apply(spc("e2e-provider", api_version=api_version, provider=provider), ns)
     kube.apply(_pod("secrets-store-inline-crd", "e2e-provider"), ns)
     wait_pod_ready(kube, "secrets-store-inline-crd", ns)
     assert kube.exec("secrets-store-inline-crd", ns, "cat", "/mnt/secrets-store/foo") == "secret"

@@ -2,6 +2,8 @@
 
 Upstream waits 120 s with --rotation-poll-interval=30s; here the ClusterCSIDriver asks for a
 short minimumRefreshAge (conftest.ROTATION_SECONDS) and kubelet republishes every sync.
+Both providers: ours and upstream's own e2e provider (its /rotation switch serves "rotated" to the
+pods that mounted before).
 """
 
 from __future__ import annotations
@@ -9,21 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import ROTATION_SECONDS, Installation
+from conftest import ROTATION_SECONDS, UPSTREAM_PROVIDER, Installation
 from nodekit import app_pod_spec, secret_env, spc, wait_for, wait_pod_ready
 
 
-@pytest.fixture
-def rotation_on(installation: Installation) -> Iterator[None]:
-    yield
-    installation.provider_control("/rotation?rotated=false")
+@pytest.fixture(params=["e2e-provider", UPSTREAM_PROVIDER])
+def provider(installation: Installation, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The provider under test; its rotation switch is turned off again afterwards."""
+    yield request.param
+    installation.provider_control("/rotation?rotated=false", request.param)
 
 
-def test_rotation_of_file_and_secret(installation: Installation, ns: str, rotation_on: None) -> None:
+def test_rotation_of_file_and_secret(installation: Installation, ns: str, provider: str) -> None:
     kube = installation.kube
     kube.apply(
         spc(
             "e2e-provider-auto-rotation",
+            provider=provider,
             objects=("foo",),
             secret_objects=[
                 {
@@ -45,7 +49,7 @@ def test_rotation_of_file_and_secret(installation: Installation, ns: str, rotati
     assert kube.exec(name, ns, "cat", "/mnt/secrets-store/foo") == "secret"
     assert kube.secret_data("rotationsecret", ns) == {"username": "secret"}
 
-    installation.provider_control("/rotation?rotated=true")
+    installation.provider_control("/rotation?rotated=true", provider)
     timeout = 90 + 4 * ROTATION_SECONDS
     wait_for(
         "the mounted file to rotate",
