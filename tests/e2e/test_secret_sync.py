@@ -222,7 +222,9 @@ async def test_tls_secret_gets_key_and_certificates_split(
     secret = await env.api.get(SECRET, "ingress-tls", namespace)
     assert secret["type"] == "kubernetes.io/tls"
     assert decoded(secret) == {"tls.key": key, "tls.crt": leaf + ca}
-    assert secret["metadata"]["annotations"] == {"example.com/purpose": "ingress"}
+    annotations = secret["metadata"]["annotations"]
+    assert annotations.pop("secrets-store.csi.k8s.io/definition").startswith("sha256:")
+    assert annotations == {"example.com/purpose": "ingress", "secrets-store.csi.k8s.io/owner-spc": "tls-spc"}
     assert secret["metadata"]["labels"] == {MANAGED: "true"}
     await env.kubelet.unpublish_pod(pod)
 
