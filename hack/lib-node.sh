@@ -58,6 +58,18 @@ NODE_PACKAGES=(containerd runc containernetworking-plugins iptables buildah skop
 
 nlog() { printf '[node] %s\n' "$*" >&2; }
 
+# detached CMD...: exec CMD in a session of its own with no inherited descriptor above 2, so that a
+# caller's lock (`flock /run/sscsi-node.lock make e2e-node`) is not held for the daemon's whole
+# life. Run it in the background: `detached cmd args </dev/null >log 2>&1 &` ($! is CMD's pid).
+detached() {
+  local fd
+  for fd in /proc/"$BASHPID"/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+  exec setsid "$@"
+}
+
 # The shared control plane must never get a real node.
 refuse_shared_cluster() {
   if [[ "$CLUSTER_DIR" == "$(realpath -m /tmp/sscsi-cluster)" && -z "${SSCSI_NODE_ALLOW_SHARED:-}" ]]; then

@@ -141,7 +141,7 @@ start_containerd() {
   fi
   local logfile="$LOGS_DIR/containerd.log"
   [[ -f "$logfile" ]] && mv -f "$logfile" "$logfile.1"
-  PATH=/usr/sbin:/usr/bin:/sbin:/bin setsid /usr/bin/containerd --config "$CONTAINERD_CONFIG" \
+  PATH=/usr/sbin:/usr/bin:/sbin:/bin detached /usr/bin/containerd --config "$CONTAINERD_CONFIG" \
     </dev/null >"$logfile" 2>&1 &
   printf '%s\n' "$!" >"$PIDS_DIR/containerd.pid"
   nlog "started containerd (pid $!, snapshotter $SNAPSHOTTER), log: $logfile"
@@ -303,7 +303,7 @@ start_kubelet() {
   done
   local logfile="$LOGS_DIR/kubelet.log"
   [[ -f "$logfile" ]] && mv -f "$logfile" "$logfile.1"
-  PATH=/usr/sbin:/usr/bin:/sbin:/bin setsid "$KUBE_BIN/kubelet" \
+  PATH=/usr/sbin:/usr/bin:/sbin:/bin detached "$KUBE_BIN/kubelet" \
     --config="$NODE_DIR/kubelet-config.yaml" \
     --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
     --root-dir="$KUBELET_ROOT" \
