@@ -182,7 +182,7 @@ def test_sync_secret_toggles_the_sync_rbac_and_flag(enabled: bool) -> None:
 
 
 def test_base_role_is_least_privilege_and_never_touches_secrets() -> None:
-    """What the driver uses (tests/e2e/test_driver_rbac.py proves it by audit log), not upstream's superset."""
+    """What the driver uses (tests/e2e/test_driver_rbac.py proves it by audit log), not upstream's."""
     role = manifests()["ClusterRole", "secretproviderclasses-role"]
     rules = {(rule["apiGroups"][0], rule["resources"][0]): rule for rule in role["rules"]}
     assert {key: rule["verbs"] for key, rule in rules.items()} == {
