@@ -3,6 +3,7 @@ running with the least-privilege RBAC of assets/operator/rbac.yaml."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -34,6 +35,8 @@ OPERATOR_SA = "secrets-store-csi-operator"
 MANAGED = "app.kubernetes.io/managed-by=secrets-store-csi-operator"
 CHILD_KINDS = "daemonsets,services,serviceaccounts"
 CLUSTER_CHILD_KINDS = "csidrivers,clusterroles,clusterrolebindings"
+# How long a module waits for another run's operator tests (within pytest's per-test timeout).
+LOCK_WAIT_SECONDS = 270
 # The periodic pass of the operator under test; drift must be repaired within about this.
 RESYNC_SECONDS = 3.0
 IMAGES = {
@@ -185,10 +188,28 @@ def kwok_nodes(cluster: Cluster) -> Iterator[tuple[str, ...]]:
 
 
 @pytest.fixture(scope="module")
-def operator_crds(cluster: Cluster) -> None:
-    for path in CRD_FILES:
-        cluster.apply(path)
-    must(cluster.kubectl("wait", "--for=condition=Established", f"crd/{CR_RESOURCE}", "--timeout=30s"))
+def operator_crds(cluster: Cluster) -> Iterator[None]:
+    """The CRDs, and the cluster's ClusterCSIDriver to this module alone: the CR is a singleton, so
+    two pytest runs (other sessions share the cluster) would each see the other's operator at work.
+    A flock in the cluster directory serialises the modules that use it."""
+    with open(cluster.cluster_dir / "operator-e2e.lock", "w") as lock:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"another pytest run has used the ClusterCSIDriver for {LOCK_WAIT_SECONDS}s "
+                        f"({lock.name}); run again when it is done",
+                        pytrace=False,
+                    )
+                time.sleep(1)
+        for path in CRD_FILES:
+            cluster.apply(path)
+        must(cluster.kubectl("wait", "--for=condition=Established", f"crd/{CR_RESOURCE}", "--timeout=30s"))
+        yield
 
 
 def release_cr(cluster: Cluster, process: OperatorProcess) -> None:
