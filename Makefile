@@ -14,6 +14,7 @@ export KUBECONFIG_PATH := $(SSCSI_CLUSTER_DIR)/admin.kubeconfig
 PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 
 .PHONY: node-tools images
+.PHONY: live-tools
 .PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench node-up node-down e2e-node
 
 help:
@@ -27,6 +28,7 @@ help:
 	@echo "make bench        our driver vs the upstream Go driver -> bench-results/ (JSON, table, PNG; ~5 min)"
 	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
 	@echo "make node-tools   node-driver-registrar, livenessprobe, upstream e2e provider from ../shared/upstream-src"
+	@echo "make live-tools   kube-proxy, CoreDNS, registry, OLM v0 (olm, catalog, package-server), grpc_health_probe"
 	@echo "make images       buildah-build the node tier's images (hack/images.sh; also import|push|names)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -104,14 +106,18 @@ demo: $(STAMP) tools
 
 # The real-node tier: containerd + kubelet + locally built images (skips itself when the machine
 # cannot run it; see docs/real-node.md).
-node-up: $(STAMP) tools node-tools
+node-up: $(STAMP) tools node-tools live-tools
 	hack/node-up.sh
 
 node-down:
 	hack/node-down.sh
 
-e2e-node: $(STAMP) tools node-tools
+e2e-node: $(STAMP) tools node-tools live-tools
 	$(PY) -m pytest -q tests/node
+
+# The OLM-live tier's pieces (docs/install-olm.md): registry, kube-proxy, CoreDNS, OLM v0.
+live-tools:
+	hack/build-tools.sh live
 
 bench: $(STAMP)
 	hack/build-tools.sh upstream-driver

@@ -209,6 +209,95 @@ build_upstream_driver() {
   mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$bin" "$TOOLS_BIN/upstream-$bin"
 }
 
+# kube-proxy of the same Kubernetes build, in the same wrapper module (shares its build cache; never
+# forces the other components to rebuild).
+build_kube_proxy() {
+  local recipe="k8s=$KUBE_VERSION ldflags=v2"
+  if [[ -x "$KUBE_BIN/kube-proxy" && "$(cat "$KUBE_BIN/.recipe-kube-proxy" 2>/dev/null)" == "$recipe" ]]; then
+    log "kube-proxy $KUBE_VERSION: cached"; return
+  fi
+  [[ -f "$TOOLS_CACHE/kube-$KUBE_VERSION/src/go.mod" ]] || build_kube
+  local K=$KUBE_VERSION MINOR V=k8s.io/component-base/version C=k8s.io/client-go/pkg/version
+  MINOR=$(echo "$K" | cut -d. -f2)
+  local LDF="-s -w -X $V.gitVersion=v$K -X $V.gitMajor=1 -X $V.gitMinor=$MINOR -X $V.gitTreeState=clean"
+  LDF+=" -X $V.buildDate=1970-01-01T00:00:00Z -X $C.gitVersion=v$K -X $C.gitMajor=1 -X $C.gitMinor=$MINOR"
+  log "compiling kube-proxy $K"
+  ( cd "$TOOLS_CACHE/kube-$K/src"
+    go build -trimpath -ldflags "$LDF" -o "$KUBE_BIN/kube-proxy.tmp" k8s.io/kubernetes/cmd/kube-proxy )
+  mv -f "$KUBE_BIN/kube-proxy.tmp" "$KUBE_BIN/kube-proxy"
+  echo "$recipe" >"$KUBE_BIN/.recipe-kube-proxy"
+}
+
+# OLM v0 (olm, catalog, package-server, copy-content, cpb) from one wrapper module: the binaries of
+# OLM's own image, packaged by hack/live-images.sh.
+build_olm_runtime() {
+  local dest="$TOOLS_CACHE/tools/olm-$OLM_VERSION" mod=github.com/operator-framework/operator-lifecycle-manager
+  local bins=(olm catalog package-server copy-content cpb) b missing=0
+  for b in "${bins[@]}"; do [[ -x "$dest/bin/$b" ]] || missing=1; done
+  if ((missing == 0)); then log "OLM $OLM_VERSION: cached"; return; fi
+  log "building OLM $OLM_VERSION (olm, catalog, package-server, cpb; ~1,400 packages)"
+  mkdir -p "$dest/src" "$dest/bin"
+  ( cd "$dest/src"
+    [[ -f go.mod ]] || go mod init local/olm >/dev/null 2>&1
+    go get "$mod@$OLM_VERSION"
+    rm -rf out && mkdir out
+    go build -trimpath -ldflags "-s -w -X $mod/pkg/version.OLMVersion=${OLM_VERSION#v}" -o out/ \
+      "$mod/cmd/olm" "$mod/cmd/catalog" "$mod/cmd/package-server" "$mod/cmd/copy-content" "$mod/util/cpb"
+    for b in "${bins[@]}"; do mv -f "out/$b" "$dest/bin/$b"; done )
+  # The CRDs OLM installs (deploy/chart/crds), kept beside the binaries.
+  local dir
+  dir=$(cd "$dest/src" && go list -m -f '{{.Dir}}' "$mod")
+  rm -rf "$dest/crds" && cp -r "$dir/deploy/chart/crds" "$dest/crds" && chmod -R u+w "$dest/crds"
+}
+
+build_registry() {
+  go_wrap_build registry "github.com/distribution/distribution/v3@$REGISTRY_VERSION" \
+    github.com/distribution/distribution/v3/cmd/registry
+}
+
+build_grpc_health_probe() {
+  go_install grpc_health_probe "github.com/grpc-ecosystem/grpc-health-probe@$GRPC_HEALTH_PROBE_VERSION"
+}
+
+# CoreDNS with only the plugins the node cluster's Corefile (hack/addons.sh) uses: a main package of
+# our own sets the directive list instead of importing core/plugin (all ~60 plugins).
+build_coredns() {
+  local dest="$TOOLS_CACHE/tools/coredns-$COREDNS_VERSION"
+  if [[ -x "$dest/coredns" ]]; then log "coredns $COREDNS_VERSION: cached"; else
+    log "building coredns $COREDNS_VERSION (plugins: errors health ready kubernetes cache loop forward)"
+    mkdir -p "$dest/src"
+    ( cd "$dest/src"
+      [[ -f go.mod ]] || go mod init local/coredns >/dev/null 2>&1
+      cat >main.go <<'GO'
+// CoreDNS for the node cluster: only the plugins its Corefile uses, in CoreDNS's own order.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func init() {
+	dnsserver.Directives = []string{"ready", "health", "errors", "cache", "kubernetes", "loop", "forward"}
+}
+
+func main() { coremain.Run() }
+GO
+      go get "github.com/coredns/coredns@$COREDNS_VERSION"
+      go build -trimpath -ldflags "-s -w" -o "$dest/coredns.tmp" .
+      mv -f "$dest/coredns.tmp" "$dest/coredns" )
+  fi
+  mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/coredns" "$TOOLS_BIN/coredns"
+}
+
 # The upstream driver's own e2e provider (test/e2eprovider: its own module, build tag e2e, the driver's
 # module from the same tree through its `replace ../..`), built as upstream's Makefile builds it.
 build_upstream_provider() {
@@ -241,6 +330,13 @@ for t in "${targets[@]}"; do
     operator-sdk) build_operator_sdk ;;
     opm) build_opm ;;
     olm) build_operator_sdk; build_opm ;;
+    kube-proxy) build_kube_proxy ;;
+    olm-runtime) build_olm_runtime ;;
+    registry) build_registry ;;
+    coredns) build_coredns ;;
+    grpc-health-probe) build_grpc_health_probe ;;
+    # Everything the OLM-live tier (make e2e-olm, make demo) runs beyond `kube`.
+    live) build_kube_proxy; build_registry; build_coredns; build_grpc_health_probe; build_olm_runtime ;;
     all) build_kube; build_csi_sanity; build_kwok ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac

@@ -16,6 +16,11 @@ source "$HERE/lib-cluster.sh"
 
 READY_TIMEOUT="${SSCSI_READY_TIMEOUT:-90}"
 SA_ISSUER="https://kubernetes.default.svc.cluster.local"
+# The real-node tier (hack/node-up.sh) listens beyond loopback and advertises an address pods reach,
+# kept in the kubernetes Service's endpoints by the lease reconciler. Defaults: loopback only.
+BIND_ADDRESS="${SSCSI_APISERVER_BIND_ADDRESS:-127.0.0.1}"
+ADVERTISE_ADDRESS="${SSCSI_APISERVER_ADVERTISE_ADDRESS:-127.0.0.1}"
+ENDPOINT_RECONCILER="${SSCSI_ENDPOINT_RECONCILER:-none}"
 AUDIT_POLICY="$CLUSTER_DIR/audit-policy.yaml"
 
 # --- the running cluster ---------------------------------------------------------------
@@ -27,10 +32,11 @@ cluster_running() {
   for component in "${COMPONENTS[@]}"; do
     component_pid "$component" >/dev/null || return 1
   done
-  local RUNNING_APISERVER_PORT="" RUNNING_KUBE_VERSION=""
+  local RUNNING_APISERVER_PORT="" RUNNING_KUBE_VERSION="" RUNNING_ADVERTISE=""
   # shellcheck source=/dev/null
   source "$PORTS_FILE"
   [[ "$RUNNING_KUBE_VERSION" == "$KUBE_VERSION" ]] || return 1
+  [[ "${RUNNING_ADVERTISE:-127.0.0.1 127.0.0.1 none}" == "$BIND_ADDRESS $ADVERTISE_ADDRESS $ENDPOINT_RECONCILER" ]] || return 1
   apiserver_ready "$RUNNING_APISERVER_PORT" || return 1
   if [[ "$RUNNING_APISERVER_PORT" != "$APISERVER_PORT" ]]; then
     log "note: the running cluster serves on port $RUNNING_APISERVER_PORT, not $APISERVER_PORT;" \
@@ -168,6 +174,7 @@ RUNNING_ETCD_PORT=$ETCD_PORT
 RUNNING_ETCD_PEER_PORT=$ETCD_PEER_PORT
 RUNNING_KCM_PORT=$KCM_PORT
 RUNNING_SCHEDULER_PORT=$SCHEDULER_PORT
+RUNNING_ADVERTISE="$BIND_ADDRESS $ADVERTISE_ADDRESS $ENDPOINT_RECONCILER"
 EOF
 }
 
@@ -239,9 +246,9 @@ start_etcd() {
 start_apiserver() {
   start kube-apiserver \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 \
+    --bind-address="$BIND_ADDRESS" \
     --secure-port="$APISERVER_PORT" \
-    --advertise-address=127.0.0.1 \
+    --advertise-address="$ADVERTISE_ADDRESS" \
     --tls-cert-file="$PKI_DIR/apiserver.crt" \
     --tls-private-key-file="$PKI_DIR/apiserver.key" \
     --client-ca-file="$PKI_DIR/ca.crt" \
@@ -254,7 +261,7 @@ start_apiserver() {
     --api-audiences="$SA_ISSUER" \
     --service-cluster-ip-range=10.0.0.0/24 \
     --allow-privileged=true \
-    --endpoint-reconciler-type=none \
+    --endpoint-reconciler-type="$ENDPOINT_RECONCILER" \
     --requestheader-client-ca-file="$PKI_DIR/front-proxy-ca.crt" \
     --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User \

@@ -18,8 +18,10 @@
 #   node IP     10.89.0.1 on an empty bridge sscsi-node0: kubelet refuses a loopback node IP, and
 #               a host-only address keeps the kubelet API (anonymous, AlwaysAllow) off the network;
 #               /etc/hosts maps $SSCSI_NODE_NAME to it (the apiserver dials the Hostname address)
-#   iptables    nat chain SSCSI-NODE: pods reach the apiserver via the `kubernetes` Service
-#               (10.0.0.1:443 -> 127.0.0.1:$SSCSI_NODE_APISERVER_PORT; there is no kube-proxy)
+#   services    kube-proxy (iptables mode, host process) and CoreDNS (10.0.0.10) from hack/addons.sh;
+#               the apiserver advertises the node IP (the `kubernetes` Service's endpoint)
+#   registry    hack/registry.sh on 127.0.0.1:5000; containerd's hosts.toml files map the public
+#               registry hosts to it
 # Node files: $SSCSI_NODE_CLUSTER_DIR/node/ (kubelet config, kubeconfig, certs),
 # logs: $SSCSI_NODE_CLUSTER_DIR/logs/{containerd,kubelet}.log, pids: $SSCSI_NODE_CLUSTER_DIR/pids/.
 
@@ -51,12 +53,27 @@ SERVICE_IP=10.0.0.1
 NODE_IP="${SSCSI_NODE_IP:-10.89.0.1}"
 NODE_LINK=sscsi-node0
 NAT_CHAIN=SSCSI-NODE
+# containerd's per-registry configuration (hack/registry.sh hosts) and the cluster DNS Service IP.
+CONTAINERD_CERTS_D=/etc/containerd/certs.d
+CLUSTER_DNS_IP=10.0.0.10
 # The image containerd runs as every pod's sandbox (hack/images.sh builds it from catatonit).
 PAUSE_IMAGE="${SSCSI_PAUSE_IMAGE:-registry.k8s.io/pause:3.10}"
 # The node's runtime, and the tools hack/images.sh builds and imports its images with.
 NODE_PACKAGES=(containerd runc containernetworking-plugins iptables buildah skopeo debootstrap catatonit busybox-static)
 
 nlog() { printf '[node] %s\n' "$*" >&2; }
+
+# close_inherited_fds: close every descriptor above 2 this shell inherited. The daemons started from
+# here (containerd, etcd, apiserver, kubelet, kube-proxy, registry) inherit the caller's open files:
+# under `flock /run/sscsi-node.lock hack/node-up.sh` they would hold that lock for their lifetime.
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    [[ $fd =~ ^[0-9]+$ ]] && ((fd > 2 && fd != 255)) && eval "exec $fd>&-" 2>/dev/null
+  done
+  return 0
+}
 
 # detached CMD...: exec CMD in a session of its own with no inherited descriptor above 2, so that a
 # caller's lock (`flock /run/sscsi-node.lock make e2e-node`) is not held for the daemon's whole

@@ -47,9 +47,10 @@ stop_pids() {
   fi
 }
 
-# 1. kubelet
+# 1. kubelet (and kube-proxy, hack/addons.sh)
 mapfile -t pids < <(node_pids kubelet)
 stop_pids kubelet 20 "${pids[@]}"
+"$HERE/addons.sh" down || true
 
 # 2. containers, containerd, shims
 if [[ -n "$(node_pids containerd)" ]] && ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; then
@@ -117,6 +118,7 @@ if grep -q '# sscsi-node (hack/node-up.sh)$' /etc/hosts; then
   rm -f /etc/hosts.sscsi-node.tmp
 fi
 iptables -t nat -X "$NAT_CHAIN" 2>/dev/null || true
+"$HERE/registry.sh" down || true
 
 # 5. the node's control plane
 if ((purge)); then

@@ -87,6 +87,10 @@ state = "$CONTAINERD_STATE"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$(dirname "$CNI_CONF")"
+  # Pulls go to the loopback registry through one hosts.toml per public registry host
+  # (hack/registry.sh hosts): manifests keep their public image names.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$CONTAINERD_CERTS_D"
 EOF
   if ! cmp -s "$CONTAINERD_CONFIG.tmp" "$CONTAINERD_CONFIG"; then
     CONTAINERD_CONFIG_CHANGED=1
@@ -183,17 +187,18 @@ ensure_hosts_entry() {
   rm -f /etc/hosts.sscsi-node.tmp
 }
 
-ensure_service_nat() {
-  # Pods (bridge network) and host processes reach the `kubernetes` Service 10.0.0.1:443 on the
-  # apiserver's loopback port: there is no kube-proxy. route_localnet lets DNAT target 127.0.0.1.
-  sysctl -qw net.ipv4.conf.all.route_localnet=1
-  iptables -t nat -N "$NAT_CHAIN" 2>/dev/null || iptables -t nat -F "$NAT_CHAIN"
-  iptables -t nat -A "$NAT_CHAIN" -d "$SERVICE_IP/32" -p tcp --dport 443 \
-    -j DNAT --to-destination "127.0.0.1:$APISERVER_PORT"
+# Services route through kube-proxy (hack/addons.sh) and the apiserver advertises the node IP, which
+# pods reach through their bridge's gateway. Bridged traffic must pass iptables so that replies of a
+# Service backend on the same bridge are un-NATed.
+ensure_service_network() {
+  sysctl -qw net.ipv4.ip_forward=1
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || modprobe br_netfilter 2>/dev/null || true
+  # The DNAT chain of earlier versions (no kube-proxy then) would shadow kube-proxy's rules.
   local hook
   for hook in PREROUTING OUTPUT; do
-    iptables -t nat -C "$hook" -j "$NAT_CHAIN" 2>/dev/null || iptables -t nat -I "$hook" -j "$NAT_CHAIN"
+    while iptables -t nat -D "$hook" -j "$NAT_CHAIN" 2>/dev/null; do :; done
   done
+  iptables -t nat -F "$NAT_CHAIN" 2>/dev/null && iptables -t nat -X "$NAT_CHAIN" 2>/dev/null || true
 }
 
 # --- 6. kubelet -------------------------------------------------------------------------------
@@ -263,6 +268,8 @@ imageGCLowThresholdPercent: 99
 localStorageCapacityIsolation: false
 protectKernelDefaults: false
 resolvConf: /etc/resolv.conf
+clusterDNS: [$CLUSTER_DNS_IP]
+clusterDomain: cluster.local
 staticPodPath: ""
 serializeImagePulls: false
 syncFrequency: 10s
@@ -347,24 +354,32 @@ main() {
     exit 1
   fi
   mkdir -p "$LOGS_DIR" "$PIDS_DIR" "$NODE_DIR"
+  close_inherited_fds
   ensure_packages
   pick_snapshotter
   write_containerd_config
   ensure_shared_kubelet_dir
+  "$HERE/registry.sh" hosts
+  "$HERE/registry.sh" up
   start_containerd
   # Images before the kubelet: the sandbox image must be present (nothing can be pulled).
   # SSCSI_NODE_IMAGES="pause busybox driver ..." (or empty: all) imports more for manual use.
   local -a images
   read -r -a images <<<"${SSCSI_NODE_IMAGES-pause busybox}"
   SSCSI_SNAPSHOTTER=$SNAPSHOTTER "$HERE/images.sh" import "${images[@]}" >/dev/null
-  "$HERE/cluster-up.sh" >/dev/null
+  # The apiserver listens beyond loopback and advertises the node IP: the `kubernetes` Service's
+  # endpoint is then an address pods reach (through kube-proxy), with no DNAT of our own.
   ensure_node_ip
+  SSCSI_APISERVER_BIND_ADDRESS=0.0.0.0 SSCSI_APISERVER_ADVERTISE_ADDRESS="$NODE_IP" \
+    SSCSI_ENDPOINT_RECONCILER=lease "$HERE/cluster-up.sh" >/dev/null
   ensure_hosts_entry
-  ensure_service_nat
+  ensure_service_network
   ensure_node_cert
   write_kubelet_config
   start_kubelet
   wait_node_ready
+  # Cluster add-ons a real cluster has: kube-proxy and CoreDNS.
+  "$HERE/addons.sh" up
   nlog "node $NODE_NAME Ready after $(elapsed); kubeconfig $KUBECONFIG_FILE; logs in $LOGS_DIR"
   printf '%s\n' "$KUBECONFIG_FILE"
 }
