@@ -282,7 +282,7 @@ def test_deleted_and_edited_children_are_restored(
     cr = wait_settled(cluster, operator)
     role = kubectl_json(cluster, "clusterrole", "secretproviderclasses-role")
     assert role is not None and owned_by(role, cr)
-    assert any(rule["resources"] == ["secretproviderclasspodstatuses/status"] for rule in role["rules"])
+    assert any(rule["resources"] == ["secretproviderclasspodstatuses"] for rule in role["rules"])
 
 
 @RESTART
