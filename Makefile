@@ -73,10 +73,12 @@ node-tools:
 images: node-tools
 	hack/images.sh build
 
-bundle: $(STAMP) olm-tools
-	$(PY) hack/gen-bundle.py
+# config/ (kustomize) | operator-sdk generate bundle, then opm for the catalog; hack/bundle.py --help
+# for the options that make another release (version, images, replaces) into another directory.
+bundle: $(STAMP) tools olm-tools
+	$(PY) hack/bundle.py
 
-bundle-validate: $(STAMP) olm-tools
+bundle-validate: $(STAMP) tools olm-tools
 	hack/bundle-validate.sh
 
 cluster-up: tools

@@ -87,7 +87,7 @@ go_wrap_build() {  # name module@version pkg [tags] [replace...]
       [[ -f go.mod ]] || go mod init "local/$name" >/dev/null 2>&1
       for r in "${replaces[@]}"; do go mod edit "-replace=$r"; done
       go get "$modver"
-      go build -trimpath ${tags:+-tags "$tags"} -ldflags "-s -w" -o "$dest/$name" "$pkg" )
+      go build -trimpath ${tags:+-tags "$tags"} -ldflags "-s -w ${GO_WRAP_LDFLAGS:-}" -o "$dest/$name" "$pkg" )
   fi
   mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$name" "$TOOLS_BIN/$name"
 }
@@ -98,6 +98,8 @@ build_kwok() { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"; }
 # The module proxy here serves ansible-operator-plugins v1.42.2 but not the v1.42.3 that
 # operator-sdk v1.42.3 requires; the ansible plugin is a scaffolding plugin we never use.
 build_operator_sdk() {
+  # Stamped like upstream's release build: generate bundle writes it into the bundle's annotations.
+  GO_WRAP_LDFLAGS="-X github.com/operator-framework/operator-sdk/internal/version.Version=$OPERATOR_SDK_VERSION" \
   go_wrap_build operator-sdk "github.com/operator-framework/operator-sdk/cmd/operator-sdk@$OPERATOR_SDK_VERSION" \
     github.com/operator-framework/operator-sdk/cmd/operator-sdk containers_image_openpgp \
     "github.com/operator-framework/ansible-operator-plugins=github.com/operator-framework/ansible-operator-plugins@$ANSIBLE_PLUGINS_VERSION"

@@ -3,14 +3,16 @@
 #
 #   hack/bundle-validate.sh [BUNDLE_DIR [CATALOG_DIR]]     (defaults: bundle/ and catalog/)
 #
-# 1. The committed bundle and catalog are what `make bundle` generates from the sources now
-#    (hack/gen-bundle.py --check), unless a BUNDLE_DIR is given.
+# 1. The committed bundle and catalog are what `make bundle` makes from config/ and assets/ now
+#    (hack/bundle.py --check: the whole pipeline into a temporary directory, then a diff), unless a
+#    BUNDLE_DIR is given.
 # 2. operator-sdk bundle validate with the operatorframework suite (operatorhubv2, capabilities,
 #    categories, alpha-deprecated-apis against the Kubernetes we test on, good-practices) reports
 #    no error AND no warning: a warning line fails this script, although operator-sdk exits 0.
 # 3. opm validate accepts the catalog.
 #
-# Tools: operator-sdk and opm from `hack/build-tools.sh olm` ($OPERATOR_SDK / $OPM override).
+# Tools: operator-sdk and opm from `hack/build-tools.sh olm` ($OPERATOR_SDK / $OPM override), kubectl
+# (kustomize) from `hack/build-tools.sh kube`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=hack/versions.env
@@ -30,7 +32,7 @@ done
 
 if [[ $# -eq 0 ]]; then
   say "bundle and catalog up to date with the sources"
-  "$PYTHON" "$ROOT/hack/gen-bundle.py" --check
+  OPERATOR_SDK="$OPERATOR_SDK" OPM="$OPM" "$PYTHON" "$ROOT/hack/bundle.py" --check
 fi
 
 # alpha-deprecated-apis checks against this Kubernetes minor (the one the e2e tests run).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections import Counter
@@ -201,11 +202,16 @@ def _kubeconfig_for(cluster: Cluster, namespace: str, service_account: str, path
 
 
 def _container_env(container: Mapping[str, Any], namespace: str) -> dict[str, str]:
-    """The container's env as the kubelet would set it (the downward API's metadata.namespace only)."""
+    """The container's env as the kubelet would set it: $(VAR) expanded from the variables defined
+    before it (DRIVER_IMAGE=$(RELATED_IMAGE_DRIVER)), the downward API's metadata.namespace."""
     env: dict[str, str] = {}
     for var in container.get("env") or []:
         if "value" in var:
-            env[var["name"]] = var["value"]
+            env[var["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda ref: env.get(ref.group(1), ref.group(0)),
+                var["value"],
+            )
             continue
         field_path = var["valueFrom"]["fieldRef"]["fieldPath"]
         assert field_path == "metadata.namespace", f"{var['name']}: no stand-in for {field_path} here"
