@@ -4,15 +4,17 @@
 #
 #   hack/images.sh build  [NAME...]   buildah bud (cached: rebuilt only when an input changed)
 #   hack/images.sh import [NAME...]   build, then into the node's containerd (namespace k8s.io) via an
-#                                     oci-archive and `ctr images import`; skipped when containerd
-#                                     already holds the same manifest digest
+#                                     oci-archive (skopeo, layers kept uncompressed: containerd gets
+#                                     buildah's manifest digest) and `ctr images import`; skipped when
+#                                     containerd already holds that digest
 #   hack/images.sh push   [NAME...]   build, then `buildah push` to $SSCSI_REGISTRY (plain http), as
 #                                     $SSCSI_REGISTRY/<path of the public name>:<tag> (both tags below)
 #   hack/images.sh names  [NAME...]   JSON {name: reference}: the references tests should use
 #   hack/images.sh digests [NAME...]  JSON {name: manifest digest} (built images only)
-#   hack/images.sh reproduce [NAME...] build again into an empty, temporary storage (no cache at all:
-#                                     the Python base is re-made from its cached root filesystem too)
-#                                     and compare manifest digests; exit 1 on any difference
+#   hack/images.sh reproduce [NAME...] build each image twice, each time into an empty temporary
+#                                     storage (no cache at all: the bases are rebuilt, the Python
+#                                     base from its cached root filesystem), from one frozen copy of
+#                                     the inputs; compare manifest digests, exit 1 on any difference
 #   hack/images.sh ensure-tools       install the Debian packages the builds need
 # NAME: pause busybox driver operator provider registrar livenessprobe upstream-provider bundle catalog
 # (default: every image the node tier runs, i.e. all but bundle and catalog). stdout: JSON (names,
@@ -235,7 +237,7 @@ ensure_built() {
   # Earlier builds' key tags of this image (vfs keeps full copies): untag them, drop what is unused.
   if ((OWN)); then
     local old
-    for old in $(bah images --noheading --format '{{.Name}}:{{.Tag}}' "${PUBLIC%:*}" 2>/dev/null); do
+    for old in $(bah images --noheading --format '{{.Name}}:{{.Tag}}' --filter "reference=${PUBLIC%:*}" 2>/dev/null); do
       [[ $old == "$PUBLIC-"* && $old != "$(key_ref "$key")" ]] && bah rmi "$old" >/dev/null 2>&1 || true
     done
     bah rmi --prune >/dev/null 2>&1 || true
@@ -243,10 +245,13 @@ ensure_built() {
 }
 
 # build_one NAME KEY STORAGE-OPTIONS...: buildah bud, tagged with the public name (+ the key tag).
+# FROZEN_REPO (reproduce): a copy of the repository's build inputs to build from instead of $REPO.
 build_one() {
   local name=$1 key=$2 t0=$SECONDS a
   shift 2
   image_info "$name"
+  local root=${FROZEN_REPO:-$REPO} context=$CONTEXT
+  [[ $CONTEXT != "$REPO" ]] || context=$root
   local -a tags=(--tag "$PUBLIC") bargs=()
   ((OWN)) && tags+=(--tag "$(key_ref "$key")")
   for a in "${ARGS[@]}"; do bargs+=(--build-arg "$a"); done
@@ -254,7 +259,7 @@ build_one() {
   SOURCE_DATE_EPOCH=0 buildah "$@" bud --quiet --isolation chroot --pull=never --format oci \
     --timestamp 0 --build-arg SOURCE_DATE_EPOCH=0 "${bargs[@]}" "${tags[@]}" \
     --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
-    --file "$REPO/$DOCKERFILE" "$CONTEXT" >/dev/null
+    --file "$root/$DOCKERFILE" "$context" >/dev/null
   ilog "built $name in $((SECONDS - t0))s"
 }
 
@@ -290,6 +295,9 @@ print_names() {
 }
 
 # --- containerd, registry ---------------------------------------------------------------------------
+# storage_ref REF: REF in this script's buildah storage, as skopeo names it.
+storage_ref() { printf 'containers-storage:[vfs@%s+/run/sscsi-containers]%s\n' "$TOOLS_CACHE/containers/storage" "$1"; }
+
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
 
 # The snapshotter CRI unpacks with: $SSCSI_SNAPSHOTTER, else the node's containerd config (hack/node-up.sh).
@@ -314,7 +322,9 @@ import_one() {
   fi
   local t0=$SECONDS
   archive="$(mktemp -d "$CACHE/.import.XXXXXX")"
-  bah push --quiet --disable-compression "$ref" "oci-archive:$archive/image.tar:$ref" >/dev/null
+  # skopeo keeps the layers as stored (uncompressed): the digest containerd gets is buildah's.
+  skopeo copy --quiet --dest-oci-accept-uncompressed-layers "$(storage_ref "$ref")" \
+    "oci-archive:$archive/image.tar:$ref" >/dev/null
   ctr_k8s images import --snapshotter "$(snapshotter)" "$archive/image.tar" >/dev/null
   rm -rf "$archive"
   [[ -z $key_tag ]] || ctr_k8s images tag --force "$ref" "$key_tag" >/dev/null
@@ -332,40 +342,47 @@ push_one() {
   image_info "$name"
   for ref in "$PUBLIC" $( ((OWN)) && test_ref "$name"); do
     dest="$SSCSI_REGISTRY/${ref#*/}"
-    bah push --quiet --disable-compression --tls-verify=false "$PUBLIC" "docker://$dest" >/dev/null
+    # Layers go gzip-compressed (deterministic: the same build gives the same pushed digest).
+    bah push --quiet --tls-verify=false "$PUBLIC" "docker://$dest" >/dev/null
     ilog "pushed $dest"
   done
 }
 
 # --- reproduce --------------------------------------------------------------------------------------
+# Two builds of each image, each into an empty storage of its own (no layer, no image, no base kept:
+# the bases are rebuilt there too, the python base from its cached root filesystem), from one frozen
+# copy of the inputs (others may edit the tree meanwhile). Prints "name digest-1 digest-2" lines.
 reproduce() {
-  local scratch name ok=1 first second
+  local scratch name ok=1 run dep
   scratch="$(mktemp -d /var/tmp/sscsi-images-reproduce.XXXXXX)"
-  local -a fresh=(--root "$scratch/storage" --runroot "$scratch/run" --storage-driver vfs)
-  for name in "$@"; do ensure_built "$name"; done
-  local -a order=()
+  export FROZEN_REPO="$scratch/repo"
+  mkdir -p "$FROZEN_REPO"
+  (cd "$REPO" && git ls-files -co --exclude-standard -z -- .dockerignore images bundle.Dockerfile \
+    catalog.Dockerfile "${PY_INPUTS[@]}" assets bundle catalog | xargs -0 cp --parents -t "$FROZEN_REPO")
   for name in "$@"; do
     image_info "$name"
-    order+=("${DEPS[@]}" "$name")
-  done
-  local -A done_=()
-  for name in "${order[@]}"; do
-    [[ -n ${done_[$name]:-} ]] && continue
-    done_[$name]=1
-    image_info "$name"
-    build_one "$name" "$(cut -d' ' -f1 "$(state_file "$name")" 2>/dev/null || echo rebuild)" "${fresh[@]}"
-    first=$(built_digest "$name")
-    second=$(buildah "${fresh[@]}" images --no-trunc --noheading --digests --format '{{.Digest}}' "$PUBLIC" | head -n1)
-    if [[ $first == "$second" ]]; then
-      ilog "reproduced $name: $second"
+    for dep in "${DEPS[@]}"; do image_info "$dep" && prepare_context "$dep"; done
+    image_info "$name" && prepare_context "$name"
+    local -a digests=()
+    for run in 1 2; do
+      local -a fresh=(--root "$scratch/storage-$run" --runroot "$scratch/run-$run" --storage-driver vfs)
+      image_info "$name"
+      for dep in "${DEPS[@]}"; do build_one "$dep" - "${fresh[@]}"; done
+      build_one "$name" frozen "${fresh[@]}"
+      image_info "$name"
+      digests+=("$(buildah "${fresh[@]}" images --no-trunc --noheading --digests --format '{{.Digest}}' \
+        "$PUBLIC" | sed -n 1p)")
+      buildah "${fresh[@]}" rmi --all --force >/dev/null 2>&1 || true
+      rm -rf "$scratch/storage-$run" "$scratch/run-$run"
+    done
+    if [[ ${digests[0]} == "${digests[1]}" ]]; then
+      ilog "reproduced $name: ${digests[0]}"
     else
-      ilog "NOT reproducible: $name: $first (cache) vs $second (fresh storage)"
+      ilog "NOT reproducible: $name: ${digests[0]} vs ${digests[1]}"
       ok=0
     fi
-    printf '%s %s %s\n' "$name" "$first" "$second"
+    printf '%s %s %s\n' "$name" "${digests[0]}" "${digests[1]}"
   done
-  buildah "${fresh[@]}" rm --all >/dev/null 2>&1 || true
-  buildah "${fresh[@]}" rmi --all --force >/dev/null 2>&1 || true
   rm -rf "$scratch"
   ((ok))
 }
@@ -419,4 +436,4 @@ main() {
   print_names "${names[@]}"
 }
 
-main "$@"
+main "$@"; exit $?

@@ -65,12 +65,12 @@ def test_busybox_is_the_built_image(installation: Installation) -> None:
 
 def test_kubelet_registered_the_driver(installation: Installation) -> None:
     """The real registration path: the registrar's socket in kubelet's plugin watcher directory,
-    kubelet's GetInfo + NotifyRegistrationStatus(registered), the CSINode entry."""
+    kubelet's GetInfo then NotifyRegistrationStatus(plugin_registered), the CSINode entry."""
     reg_sock = f"{PLUGINS_REGISTRY}/{DRIVER_NAME}-reg.sock"
     assert stat.S_ISSOCK(os.stat(reg_sock).st_mode)
     log = installation.driver_container_logs("csi-node-driver-registrar")
     assert "Registration Server started" in log and f"/registration/{DRIVER_NAME}-reg.sock" in log
-    assert "Received NotifyRegistrationStatus call" in log and "PluginRegistered:true" in log, log[-2000:]
+    assert '"Received NotifyRegistrationStatus call" status="plugin_registered:true"' in log, log[-2000:]
     csinode = installation.kube.get("csinode", NODE_NAME)
     assert [d["nodeID"] for d in csinode["spec"]["drivers"] if d["name"] == DRIVER_NAME] == [NODE_NAME]
     csidriver = installation.kube.get("csidriver", DRIVER_NAME)
