@@ -9,8 +9,8 @@ from importlib import metadata
 from pathlib import Path
 
 DEFAULT_NAMESPACE = "secrets-store-csi-driver"
-DEFAULT_REGISTRAR_IMAGE = "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.16.0"
-DEFAULT_LIVENESS_PROBE_IMAGE = "registry.k8s.io/sig-storage/livenessprobe:v2.18.0"
+DEFAULT_REGISTRAR_IMAGE = "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.17.0"
+DEFAULT_LIVENESS_PROBE_IMAGE = "registry.k8s.io/sig-storage/livenessprobe:v2.19.0"
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # A source checkout or editable install finds assets/templates next to the package; the operator
 # image ships assets/ under share/ (images/operator.Dockerfile). SSCSI_OPERATOR_TEMPLATES (the
