@@ -12,6 +12,11 @@ top-level links see either every old file or every new one.  Whatever a crash
 leaves behind (a stale `..data_tmp`, an orphaned generation, missing or stale
 top-level links) is repaired by the next `write_payloads` or by `recover`.
 
+With a ``group`` (the pod's fsGroup, CSI ``volume_mount_group``) the target
+directory, every directory of a generation and every file are owned by that
+group, and each file's mode gains group-read (nothing else); without one the
+ownership is left as the process creates it (root), as upstream.
+
 Writers of the same target must be serialised by the caller.
 """
 
@@ -22,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -99,14 +105,17 @@ def _shown(path: str) -> str:
     return repr(path if len(path) <= 100 else path[:100] + "...")
 
 
-def write_payloads(target: Path, files: Sequence[Payload]) -> bool:
+def write_payloads(target: Path, files: Sequence[Payload], *, group: int | None = None) -> bool:
     """Publish `files` as the new content of `target`.
 
     Returns True when a new generation was written and False when the current
-    one already holds exactly these paths and bytes; in that case nothing on
-    disk is touched (unless a previous crash left something to repair).
+    one already holds exactly these paths and bytes (and, with `group`, that
+    group); in that case nothing on disk is touched (unless a previous crash
+    left something to repair).
     """
     validate_payloads(files)
+    if group is not None:
+        _chown_target(target, group)
     if not files:
         return False
 
@@ -122,12 +131,12 @@ def write_payloads(target: Path, files: Sequence[Payload]) -> bool:
             entry.unlink()
 
     old = _current_generation(target)
-    if old is not None and _generation_holds(target / old, files):
+    if old is not None and _generation_holds(target / old, files, group):
         _sync_links(target, top_names)
         return False
 
     try:
-        new = _write_generation(target, files)
+        new = _write_generation(target, files, group)
         os.symlink(new, target / DATA_TMP_LINK)
         os.rename(target / DATA_TMP_LINK, target / DATA_LINK)
     except BaseException:
@@ -193,11 +202,17 @@ def _current_generation(target: Path) -> str | None:
     return name
 
 
-def _generation_holds(generation: Path, files: Sequence[Payload]) -> bool:
+def group_mode(mode: int) -> int:
+    """A file's mode when a group owns the volume: the given bits plus group-read, nothing else."""
+    return mode | stat.S_IRGRP
+
+
+def _generation_holds(generation: Path, files: Sequence[Payload], group: int | None = None) -> bool:
     on_disk: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(generation, followlinks=False):
         for name in [*dirnames, *filenames]:
-            if os.path.islink(os.path.join(dirpath, name)):
+            entry = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISLNK(entry.st_mode) or (group is not None and entry.st_gid != group):
                 return False
         on_disk.update(os.path.relpath(os.path.join(dirpath, name), generation) for name in filenames)
     if on_disk != {payload.path for payload in files}:
@@ -208,18 +223,29 @@ def _generation_holds(generation: Path, files: Sequence[Payload]) -> bool:
         return False
 
 
-def _write_generation(target: Path, files: Sequence[Payload]) -> str:
+def _chown_target(target: Path, group: int) -> None:
+    """Give the volume's root directory (the tmpfs) to `group`, without following a link."""
+    fd = os.open(target, _DIR_FLAGS)
+    try:
+        os.fchown(fd, -1, group)
+    finally:
+        os.close(fd)
+
+
+def _write_generation(target: Path, files: Sequence[Payload], group: int | None = None) -> str:
     stamp = datetime.now(UTC).strftime("%Y_%m_%d_%H_%M_%S")
     name = f"..{stamp}.{secrets.token_hex(5)}"
     os.mkdir(target / name, 0o700)
     root_fd = os.open(target / name, _DIR_FLAGS)
     try:
+        if group is not None:
+            os.fchown(root_fd, -1, group)
         os.fchmod(root_fd, 0o755)
         for payload in files:
             *parents, leaf = payload.path.split("/")
-            dir_fd = _open_dirs(root_fd, parents)
+            dir_fd = _open_dirs(root_fd, parents, group)
             try:
-                _write_file(dir_fd, leaf, payload)
+                _write_file(dir_fd, leaf, payload, group)
             finally:
                 if dir_fd != root_fd:
                     os.close(dir_fd)
@@ -228,7 +254,7 @@ def _write_generation(target: Path, files: Sequence[Payload]) -> str:
     return name
 
 
-def _open_dirs(root_fd: int, parts: Iterable[str]) -> int:
+def _open_dirs(root_fd: int, parts: Iterable[str], group: int | None = None) -> int:
     """Open (creating as needed) the directory `parts` below `root_fd` without following any link."""
     fd = root_fd
     for part in parts:
@@ -244,18 +270,25 @@ def _open_dirs(root_fd: int, parts: Iterable[str]) -> int:
                 os.close(fd)
         fd = child
         if created:
+            if group is not None:
+                os.fchown(fd, -1, group)
             os.fchmod(fd, 0o755)  # mkdir's mode is filtered by the umask
     return fd
 
 
-def _write_file(dir_fd: int, name: str, payload: Payload) -> None:
+def _write_file(dir_fd: int, name: str, payload: Payload, group: int | None = None) -> None:
     fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
     try:
         view = memoryview(payload.contents)
         while view:
             view = view[os.write(fd, view) :]
-        # Explicit chmod: the mode given to open() is filtered by the umask.
-        os.fchmod(fd, payload.mode)
+        # Explicit chmod: the mode given to open() is filtered by the umask. The group is set
+        # first (chown may clear mode bits), on the open descriptor (no path, no link followed).
+        if group is not None:
+            os.fchown(fd, -1, group)
+            os.fchmod(fd, group_mode(payload.mode))
+        else:
+            os.fchmod(fd, payload.mode)
     finally:
         os.close(fd)
 

@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from sscsi_proto import csi_pb2, csi_pb2_grpc
 
+from . import errors
 from .publisher import Publisher, PublishRequest
 from .rpc import VolumeLocks, rpc
 
@@ -17,6 +18,26 @@ _CAPABILITY = ("volume_capability", "Volume capability missing in request")
 _CONTEXT = ("volume_context", "Volume attributes missing in request")
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+
+MAX_GROUP_ID = 2**32 - 2  # (gid_t)-1 means "no change" to chown(2), never a group
+
+
+def mount_group(request: csi_pb2.NodePublishVolumeRequest) -> int | None:
+    """The group kubelet asks the volume to be owned by (the pod's fsGroup), or None without one.
+
+    Kubelet sends it only because NodeGetCapabilities advertises VOLUME_MOUNT_GROUP, as a decimal.
+    """
+    capability = request.volume_capability
+    raw = capability.mount.volume_mount_group if capability.HasField("mount") else ""
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_GROUP_ID:
+        shown = raw if len(raw) <= 32 else raw[:32] + "..."
+        raise errors.invalid_argument(
+            f"volume_mount_group {shown!r} is not a valid group ID: expected a decimal integer "
+            f"0..{MAX_GROUP_ID} (the pod's securityContext.fsGroup)"
+        )
+    return int(raw)
 
 
 class NodeService(csi_pb2_grpc.NodeServicer):
@@ -30,6 +51,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodePublishVolumeRequest, context: Ctx
     ) -> csi_pb2.NodePublishVolumeResponse:
         remaining = context.time_remaining()
+        group = mount_group(request)
         await self._publisher.publish(
             PublishRequest(
                 target_path=request.target_path,
@@ -37,6 +59,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                 volume_context=dict(request.volume_context),
                 secrets=dict(request.secrets),
                 deadline=remaining - 1.0 if remaining is not None and remaining > 2.0 else None,
+                mount_group=group,
             )
         )
         return csi_pb2.NodePublishVolumeResponse()
@@ -77,10 +100,15 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     async def NodeGetCapabilities(
         self, request: csi_pb2.NodeGetCapabilitiesRequest, context: Ctx
     ) -> csi_pb2.NodeGetCapabilitiesResponse:
-        stage = csi_pb2.NodeServiceCapability(
-            rpc=csi_pb2.NodeServiceCapability.RPC(type=csi_pb2.NodeServiceCapability.RPC.STAGE_UNSTAGE_VOLUME)
+        rpc_type = csi_pb2.NodeServiceCapability.RPC
+        # VOLUME_MOUNT_GROUP: kubelet passes the pod's fsGroup in NodePublishVolume and leaves
+        # ownership to the driver (it never chowns these volumes itself).
+        return csi_pb2.NodeGetCapabilitiesResponse(
+            capabilities=[
+                csi_pb2.NodeServiceCapability(rpc=rpc_type(type=kind))
+                for kind in (rpc_type.STAGE_UNSTAGE_VOLUME, rpc_type.VOLUME_MOUNT_GROUP)
+            ]
         )
-        return csi_pb2.NodeGetCapabilitiesResponse(capabilities=[stage])
 
     @rpc()
     async def NodeGetInfo(

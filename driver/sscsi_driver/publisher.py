@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -57,6 +58,7 @@ class PublishRequest:
     volume_context: Mapping[str, str]
     secrets: Mapping[str, str]
     deadline: float | None = None  # seconds left on kubelet's call
+    mount_group: int | None = None  # the pod's fsGroup (CSI volume_mount_group), validated by the caller
 
 
 class Publisher:
@@ -243,7 +245,11 @@ class Publisher:
                     max_files=self._cfg.max_objects_per_volume,
                     max_file_size=self._cfg.max_file_size,
                 )
-                changed = await asyncio.to_thread(atomic_writer.write_payloads, target, result.files)
+                changed = await asyncio.to_thread(
+                    functools.partial(atomic_writer.write_payloads, group=req.mount_group),
+                    target,
+                    result.files,
+                )
             except (limits.LimitExceeded, atomic_writer.PayloadError, OSError) as err:
                 raise errors.failed(str(err), errors.FILE_WRITE_ERROR) from err
             try:

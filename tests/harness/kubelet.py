@@ -4,6 +4,9 @@ Kubelet facts this mirrors: target path `<root>/pods/<uid>/volumes/kubernetes.io
 volume id `csi-<sha256>`, volume context = the volume's `volumeAttributes` plus pod info
 (podInfoOnMount) and `csi.storage.k8s.io/ephemeral=true`, `secrets` from nodePublishSecretRef,
 readonly from the volume source, a mount capability, and tokens for CSIDriver.tokenRequests.
+When the driver advertises VOLUME_MOUNT_GROUP, the pod's fsGroup goes in the mount capability's
+volume_mount_group (kubelet 1.34 does so whatever the CSIDriver's fsGroupPolicy, and then never
+changes ownership itself).
 On failure kubelet posts a `FailedMount` Warning event on the pod; we do the same so
 tests can assert what users would see in `kubectl describe pod`.
 """
@@ -111,10 +114,19 @@ class KubeletEmulator:
         secret = await self.api.get(SECRET, ref["name"], namespace)
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
+    async def _mount_group(self, pod: dict[str, Any]) -> str:
+        fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+        if fs_group is None:
+            return ""
+        reply = await self.node.NodeGetCapabilities(csi_pb2.NodeGetCapabilitiesRequest(), timeout=10)
+        wanted = csi_pb2.NodeServiceCapability.RPC.VOLUME_MOUNT_GROUP
+        return str(fs_group) if any(cap.rpc.type == wanted for cap in reply.capabilities) else ""
+
     async def publish_pod(self, pod: dict[str, Any], *, post_events: bool = True) -> list[VolumeResult]:
         meta = pod["metadata"]
         results: list[VolumeResult] = []
         tokens = await self._tokens(pod)
+        mount_group = await self._mount_group(pod)
         for vol in self.csi_volumes(pod):
             csi = vol["csi"]
             target = self.target_path(meta["uid"], vol["name"])
@@ -137,7 +149,9 @@ class KubeletEmulator:
                 volume_id=self.volume_id(meta["uid"], vol["name"]),
                 target_path=str(target),
                 volume_capability=csi_pb2.VolumeCapability(
-                    mount=csi_pb2.VolumeCapability.MountVolume(fs_type=csi.get("fsType", "")),
+                    mount=csi_pb2.VolumeCapability.MountVolume(
+                        fs_type=csi.get("fsType", ""), volume_mount_group=mount_group
+                    ),
                     access_mode=csi_pb2.VolumeCapability.AccessMode(
                         mode=csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
                     ),
