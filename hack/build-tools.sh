@@ -257,8 +257,18 @@ build_registry() {
     github.com/distribution/distribution/v3/cmd/registry
 }
 
+# Installed as grpc_health_probe, the name OLM's catalog pod probe runs (go install names it
+# after the module: grpc-health-probe).
 build_grpc_health_probe() {
-  go_install grpc_health_probe "github.com/grpc-ecosystem/grpc-health-probe@$GRPC_HEALTH_PROBE_VERSION"
+  local dest="$TOOLS_CACHE/tools/grpc_health_probe-$GRPC_HEALTH_PROBE_VERSION"
+  if [[ -x "$dest/grpc_health_probe" ]]; then log "grpc_health_probe $GRPC_HEALTH_PROBE_VERSION: cached"; else
+    log "building grpc_health_probe $GRPC_HEALTH_PROBE_VERSION"
+    mkdir -p "$dest"
+    GOBIN="$dest" go install -trimpath -ldflags "-s -w" \
+      "github.com/grpc-ecosystem/grpc-health-probe@$GRPC_HEALTH_PROBE_VERSION"
+    mv -f "$dest/grpc-health-probe" "$dest/grpc_health_probe"
+  fi
+  mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/grpc_health_probe" "$TOOLS_BIN/grpc_health_probe"
 }
 
 # CoreDNS with only the plugins the node cluster's Corefile (hack/addons.sh) uses: a main package of
