@@ -3,9 +3,9 @@ the real garbage collector):
 
 - removal (the ClusterCSIDriver deleted, or managementState Removed) waits while application pods use
   the driver, says which in a condition and a Warning; the force-removal annotation overrides it;
-- the operator gone (killed, or its namespace deleted): nothing hangs for good, and the one command
-  docs/install-olm.md gives releases the ClusterCSIDriver, after which the garbage collector removes
-  the driver (every child has an ownerReference to it);
+- the operator gone (killed, its namespace deleted, or the CRD deleted first): nothing hangs for
+  good, and the one command docs/install-olm.md gives releases the ClusterCSIDriver, after which the
+  garbage collector removes the driver (every child has an ownerReference to it);
 - the operator stopped leaves the driver running; started again, it adopts the same objects.
 """
 
@@ -22,6 +22,7 @@ from cluster import REPO_ROOT, Cluster
 from operator_fixtures import (
     CR_NAME,
     CR_RESOURCE,
+    CRD_FILES,
     KWOK_NODES,
     RESYNC_SECONDS,
     OperatorProcess,
@@ -298,6 +299,32 @@ def test_a_stopped_operator_leaves_the_driver_running_and_adopts_it_again(
         lambda: kubectl_json(cluster, "service", SERVICE, "-n", namespace) is not None,
         timeout=3 * RESYNC_SECONDS + 10,
     )
+
+
+def test_the_crd_deleted_first_waits_for_the_same_one_command(
+    cluster: Cluster, operator: OperatorProcess, installed: dict[str, Any]
+) -> None:
+    """CRDs deleted before the ClusterCSIDriver with the operator gone: the CRD's deletion waits for
+    its object, which the one command releases; the garbage collector still removes the driver."""
+    operator.kill()
+    crd = f"crd/{CR_RESOURCE}"
+    try:
+        must(cluster.kubectl("delete", crd, "--wait=false"))
+        time.sleep(2 * RESYNC_SECONDS)
+        terminating = kubectl_json(cluster, crd)
+        assert terminating is not None and terminating["metadata"].get("deletionTimestamp")
+        must(cluster.kubectl(*release_command()))
+        wait_until("the CRD to go", lambda: kubectl_json(cluster, crd) is None, timeout=60)
+        wait_until(
+            "the garbage collector to remove the driver",
+            lambda: leftovers(cluster, operator.namespace) == [],
+            timeout=90,
+        )
+    finally:
+        for path in CRD_FILES:
+            cluster.apply(path)
+        must(cluster.kubectl("wait", "--for=condition=Established", crd, "--timeout=30s"))
+        operator.start()
 
 
 def test_the_operators_namespace_deleted_with_everything_in_it(
