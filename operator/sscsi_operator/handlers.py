@@ -21,6 +21,7 @@ from typing import Any
 
 import kopf
 
+from . import restart_daemon
 from .kube import CHILD_KINDS, CLUSTER_CSI_DRIVER, SERVICE_MONITOR, KubeClient
 from .names import (
     ANNOTATION_PREFIX,
@@ -176,6 +177,9 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, kubeconfig: st
         # type None: the initial listing at startup, which the resume handler already covers.
         if type is not None:
             runtime.reconciler.wake()
+
+    # Rolling restarts of opted-in workloads when their mounted secrets rotate (sscsi_operator.restart).
+    restart_daemon.register(registry, kubeconfig)
 
     for kind in WATCHED_KINDS:
         kopf.on.event(

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 DEFAULT_ROTATION_SECONDS = 120
 DEFAULT_HEALTH_CHECK_SECONDS = 120
 DEFAULT_MAX_CALL_RECV_MSG_SIZE = 4 * 1024 * 1024
+# Restart on rotation (sscsi_operator.restart): a workload is restarted at most once per interval.
+DEFAULT_RESTART_MINIMUM_INTERVAL_SECONDS = 300
 OS_LABEL = "kubernetes.io/os"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -102,6 +104,9 @@ class DriverConfig:
     provider_health_check: bool = False
     provider_health_check_interval_seconds: int = DEFAULT_HEALTH_CHECK_SECONDS
     max_call_recv_msg_size: int = DEFAULT_MAX_CALL_RECV_MSG_SIZE
+    # Opted-in workloads (annotation) get a rolling restart when their mounted secrets rotate.
+    restart_on_rotation: bool = True
+    restart_minimum_interval_seconds: int = DEFAULT_RESTART_MINIMUM_INTERVAL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ def _driver_config(store: Mapping[str, Any], path: str) -> DriverConfig:
     placement = _mapping(store.get("nodePlacement"), f"{path}.nodePlacement")
     health = _mapping(store.get("providerHealthCheck"), f"{path}.providerHealthCheck")
     tolerations = placement.get("tolerations")
+    restart = _mapping(store.get("restartOnRotation"), f"{path}.restartOnRotation")
     return DriverConfig(
         rotation_enabled=rotation_enabled,
         rotation_interval_seconds=rotation_seconds,
@@ -162,6 +168,13 @@ def _driver_config(store: Mapping[str, Any], path: str) -> DriverConfig:
             f"{path}.maxCallRecvMessageSize",
             4096,
             256 * 1024 * 1024,
+        ),
+        restart_on_rotation=_bool(restart.get("enabled", True), f"{path}.restartOnRotation.enabled"),
+        restart_minimum_interval_seconds=_int(
+            restart.get("minimumIntervalSeconds", DEFAULT_RESTART_MINIMUM_INTERVAL_SECONDS),
+            f"{path}.restartOnRotation.minimumIntervalSeconds",
+            10,
+            86400,
         ),
     )
 

@@ -42,6 +42,7 @@ from operator_fixtures import (
     remove_leftovers,
     wait_until,
 )
+from restart_rbac_phase import exercise_restart_on_rotation
 
 __all__ = ["kwok_nodes", "operator_crds"]  # fixtures, imported for pytest
 
@@ -473,6 +474,9 @@ def test_the_operator_needs_every_csv_permission_and_no_other(
     granted_to_others = [
         p for role in roles["items"] for p in expand(role.get("rules") or [], namespaced=False)
     ]
+
+    # Restart on rotation: annotated workloads restarted by the operator (tests/e2e/restart_rbac_phase.py).
+    exercise_restart_on_rotation(cluster)
 
     # Drift repair: the DaemonSet is deleted behind the operator's back.
     uid = daemonset["metadata"]["uid"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sscsi_operator import handlers, kube, names, render, settings
+from sscsi_operator import handlers, kube, names, render, restart, settings
 from sscsi_operator.model import OperatorSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +83,10 @@ def operator_grants() -> tuple[list[Grant], list[Grant]]:
             ("list",),
             "removal waits while pods use the driver: active pods listed in every namespace",
         ),
+    ]
+    # Restart on rotation: the calls sscsi_operator.restart makes, as it declares them.
+    cluster += [
+        Grant(group, (resource,), verbs, why) for group, resource, verbs, why in restart.REQUIRED_GRANTS
     ]
     namespaced: list[Grant] = []
     for kind in kube.CHILD_KINDS:

@@ -53,7 +53,7 @@ def test_registered_handlers() -> None:
     assert [h.initial for h in reconcile if h.reason is None] == [True]  # resume
     [finalize] = [h for h in changing if h.id == "finalize"]
     assert finalize.reason == kopf.Reason.DELETE and finalize.requires_finalizer
-    assert [h.id for h in registry._spawning.get_all_handlers()] == ["resync"]
+    assert [h.id for h in registry._spawning.get_all_handlers()] == ["resync", "restart-on-rotation"]
     watching = {h.id for h in registry._watching.get_all_handlers()}
     assert watching == {f"watch-{kind.plural}" for kind in handlers.WATCHED_KINDS} | {"force-removal"}
 

@@ -1,0 +1,338 @@
+"""Restart on rotation: rolling restarts of opted-in workloads whose pods' mounted secrets changed.
+
+Runs in the operator (a kopf daemon on the ClusterCSIDriver, so only the active peer runs it and it
+stops with the driver), never in the node plugin: the rights to patch workloads stay off the nodes.
+
+It watches SecretProviderClassPodStatuses cluster-wide (read-only; the driver writes them with the
+versions of each mounted object). When a status's versions change, it follows that status's pod (the
+pod the status is owned by, same uid, same namespace) to the workload that controls it
+(ReplicaSet -> Deployment, StatefulSet, DaemonSet). Only a workload with the annotation
+`secrets-store.csi.k8s.io/restart-on-rotation: "true"` is considered; restart_policy decides when.
+A restart is what `kubectl rollout restart` does: the pod template's `kubectl.kubernetes.io/restartedAt`
+annotation, patched with the resourceVersion just read (the opt-in is checked on that same read), and
+a Normal Event `SecretRotationRestart` on the workload naming the SPC, the objects and the versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .kube import DAEMON_SET, POD, ApiError, Kind, KubeClient, Obj
+from .model import OperatorSpec, SpecError, parse_spec
+from .names import OPERATOR_NAME
+from .restart_policy import (
+    EVENT_REASON,
+    RESTART_ANNOTATION,
+    RESTARTED_AT_ANNOTATION,
+    PlannedRestart,
+    RestartPlanner,
+    Workload,
+    version_changes,
+)
+
+log = logging.getLogger(__name__)
+
+SPCPS = Kind(
+    "secrets-store.csi.x-k8s.io",
+    "v1",
+    "secretproviderclasspodstatuses",
+    "SecretProviderClassPodStatus",
+    namespaced=True,
+)
+REPLICA_SET = Kind("apps", "v1", "replicasets", "ReplicaSet", namespaced=True)
+DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment", namespaced=True)
+STATEFUL_SET = Kind("apps", "v1", "statefulsets", "StatefulSet", namespaced=True)
+WORKLOAD_KINDS = {kind.kind: kind for kind in (DEPLOYMENT, STATEFUL_SET, DAEMON_SET)}
+
+#: (apiGroup, resource, verbs, why): everything this module asks of the apiserver (the CSV holds it).
+REQUIRED_GRANTS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    (SPCPS.group, SPCPS.plural, ("list", "watch"), "restart on rotation: mounted object versions"),
+    ("", "pods", ("get",), "restart on rotation: the pod a changed status belongs to, and its owner"),
+    ("apps", "replicasets", ("get",), "restart on rotation: a pod's ReplicaSet leads to its Deployment"),
+    ("apps", "deployments", ("get", "patch"), "restart on rotation: opt-in read, restartedAt patched"),
+    ("apps", "statefulsets", ("get", "patch"), "restart on rotation: opt-in read, restartedAt patched"),
+    ("apps", "daemonsets", ("get", "patch"), "restart on rotation: opt-in read, restartedAt patched"),
+    ("", "events", ("create",), "restart on rotation: an Event on the restarted workload"),
+)
+
+TICK_SECONDS = 1.0
+WATCH_TIMEOUT_SECONDS = 300
+RELIST_DELAY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    enabled: bool
+    window_seconds: float
+    minimum_interval_seconds: float
+
+    @classmethod
+    def of(cls, spec: OperatorSpec) -> RestartConfig:
+        driver = spec.driver
+        return cls(
+            enabled=driver.restart_on_rotation and driver.rotation_enabled,
+            window_seconds=float(driver.rotation_interval_seconds),
+            minimum_interval_seconds=float(driver.restart_minimum_interval_seconds),
+        )
+
+    @classmethod
+    def of_body(cls, body: Any) -> RestartConfig:
+        """From the ClusterCSIDriver; an unusable spec turns the feature off."""
+        try:
+            spec = parse_spec(body.get("spec") if body else None)
+        except SpecError:
+            return cls(False, 0.0, 0.0)
+        if spec.management_state.value == "Removed":
+            return cls(False, 0.0, 0.0)
+        return cls.of(spec)
+
+
+class RestartClient(KubeClient):
+    """The reconciler's client plus the few calls restart needs (list with a version, watch, patch)."""
+
+    async def list_versioned(self, kind: Kind, page_size: int = 500) -> tuple[list[Obj], str]:
+        items: list[Obj] = []
+        params = {"limit": str(page_size)}
+        while True:
+            _, document = await self._request("GET", kind.path(), params=params)
+            items += document.get("items") or []
+            meta = document.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion", ""))
+            params = params | {"continue": meta["continue"]}
+
+    async def watch(self, kind: Kind, resource_version: str) -> AsyncIterator[Obj]:
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_TIMEOUT_SECONDS),
+        }
+        async with self._http.stream("GET", kind.path(), params=params, timeout=None) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise ApiError(response.status_code, response.reason_phrase, response.text[:300])
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    async def patch_restarted_at(self, kind: Kind, obj: Obj, stamp: str) -> None:
+        meta = obj["metadata"]
+        body = {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}}},
+        }
+        path = kind.path(meta["namespace"], meta["name"])
+        await self._request("PATCH", path, body=body, content_type="application/merge-patch+json")
+
+    async def workload_event(self, kind: Kind, obj: Obj, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": kind.api_version,
+                "kind": kind.kind,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": "Normal",
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": OPERATOR_NAME},
+            "reportingComponent": OPERATOR_NAME,
+            "reportingInstance": OPERATOR_NAME,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+
+
+def _versions(status_obj: Obj) -> dict[str, str]:
+    objects = (status_obj.get("status") or {}).get("objects") or []
+    return {str(o["id"]): str(o.get("version", "")) for o in objects if isinstance(o, dict) and o.get("id")}
+
+
+def _controller(obj: Obj) -> dict[str, Any] | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def opted_in(obj: Obj | None) -> bool:
+    return (
+        bool(obj)
+        and ((obj or {}).get("metadata", {}).get("annotations") or {}).get(RESTART_ANNOTATION) == "true"
+    )
+
+
+class RestartController:
+    def __init__(
+        self,
+        client: RestartClient,
+        config: Callable[[], RestartConfig],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._config = config
+        self._clock = clock
+        self.planner = RestartPlanner()
+        self._statuses: dict[tuple[str, str], dict[str, str]] = {}
+
+    # ---- what the watch reports ----
+
+    def seed(self, items: list[Obj]) -> None:
+        """The statuses as listed: recorded, never a change (new pods and a starting operator)."""
+        self._statuses = {}
+        for item in items:
+            meta = item.get("metadata") or {}
+            self._statuses[(meta.get("namespace", ""), meta.get("name", ""))] = _versions(item)
+
+    async def handle(self, event_type: str, obj: Obj) -> Workload | None:
+        """One watch event; returns the workload a change was recorded for, if any."""
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self._statuses.pop(key, None)
+            return None
+        if event_type not in ("ADDED", "MODIFIED"):
+            return None
+        new = _versions(obj)
+        old = self._statuses.get(key)
+        self._statuses[key] = new
+        if old is None or event_type == "ADDED" or old == new:
+            return None
+        status = obj.get("status") or {}
+        changes = version_changes(str(status.get("secretProviderClassName", "")), old, new)
+        if not changes:
+            return None
+        pod_name = str(status.get("podName", ""))
+        workload = await self._workload_of(key[0], pod_name, meta)
+        if workload is None:
+            return None
+        if self.planner.observe(workload, pod_name, changes, self._clock()):
+            log.info("Secret rotation seen for %s (pod %s); restart scheduled", workload, pod_name)
+            return workload
+        return None
+
+    async def _workload_of(self, namespace: str, pod_name: str, status_meta: Obj) -> Workload | None:
+        """The opted-in workload controlling the status's own pod, in the status's namespace."""
+        if not pod_name:
+            return None
+        pod = await self._client.get(POD, pod_name, namespace)
+        if pod is None:
+            return None
+        pod_uid = pod["metadata"].get("uid")
+        owners = status_meta.get("ownerReferences") or []
+        if not any(ref.get("kind") == "Pod" and ref.get("uid") == pod_uid for ref in owners):
+            return None  # a status not written for this pod: not followed
+        ref = _controller(pod)
+        if ref is not None and ref.get("kind") == "ReplicaSet":
+            replica_set = await self._client.get(REPLICA_SET, str(ref.get("name")), namespace)
+            ref = _controller(replica_set) if replica_set else None
+        if ref is None or ref.get("kind") not in WORKLOAD_KINDS or ref.get("apiVersion") != "apps/v1":
+            return None
+        kind = WORKLOAD_KINDS[str(ref["kind"])]
+        workload = await self._client.get(kind, str(ref.get("name")), namespace)
+        if not opted_in(workload) or (workload or {})["metadata"].get("uid") != ref.get("uid"):
+            return None
+        return Workload(namespace, kind.kind, str(ref["name"]))
+
+    # ---- restarts ----
+
+    async def flush(self) -> list[PlannedRestart]:
+        """Make every restart that is due; returns those made."""
+        config = self._config()
+        if not config.enabled:
+            for workload in self.planner.pending():
+                self.planner.dropped(workload)
+            return []
+        self.planner.window_seconds = config.window_seconds
+        self.planner.minimum_interval_seconds = config.minimum_interval_seconds
+        made: list[PlannedRestart] = []
+        for plan in self.planner.due(self._clock()):
+            try:
+                if await self._restart(plan):
+                    made.append(plan)
+                    self.planner.restarted(plan, self._clock())
+                else:
+                    self.planner.dropped(plan.workload)
+            except ApiError as err:
+                log.warning("Restart of %s failed, retried at the next tick: %s", plan.workload, err.message)
+        return made
+
+    async def _restart(self, plan: PlannedRestart) -> bool:
+        kind = WORKLOAD_KINDS[plan.workload.kind]
+        obj = await self._client.get(kind, plan.workload.name, plan.workload.namespace)
+        if not opted_in(obj) or obj is None:
+            log.info("%s is gone or no longer opted in: no restart", plan.workload)
+            return False
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self._client.patch_restarted_at(kind, obj, stamp)
+        message = plan.message()
+        log.info("Restarted %s: %s", plan.workload, message)
+        with contextlib.suppress(ApiError):
+            await self._client.workload_event(kind, obj, EVENT_REASON, message)
+        return True
+
+    # ---- the loops ----
+
+    async def run(self) -> None:
+        """Watch and restart until cancelled; idle (no watch) while the feature is off."""
+        ticker = asyncio.create_task(self._tick())
+        try:
+            while True:
+                if not self._config().enabled:
+                    self._statuses = {}
+                    await asyncio.sleep(TICK_SECONDS)
+                    continue
+                try:
+                    await self._watch_once()
+                except (ApiError, OSError, ValueError) as err:
+                    log.warning("Watching SecretProviderClassPodStatuses failed, listing again: %s", err)
+                    await asyncio.sleep(RELIST_DELAY_SECONDS)
+                except Exception as err:  # httpx transport errors and the like: keep the feature alive
+                    log.warning("Watch of SecretProviderClassPodStatuses broke, listing again: %r", err)
+                    await asyncio.sleep(RELIST_DELAY_SECONDS)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _watch_once(self) -> None:
+        items, version = await self._client.list_versioned(SPCPS)
+        self.seed(items)
+        while self._config().enabled:
+            async for event in self._client.watch(SPCPS, version):
+                kind, obj = event.get("type", ""), event.get("object") or {}
+                if kind == "ERROR":
+                    return  # e.g. 410 Gone: list again
+                version = str((obj.get("metadata") or {}).get("resourceVersion", version))
+                if kind != "BOOKMARK":
+                    try:
+                        await self.handle(kind, obj)
+                    except ApiError as err:
+                        log.warning("Could not follow a status change to its workload: %s", err.message)
+                if not self._config().enabled:
+                    return
+
+    async def _tick(self) -> None:
+        while True:
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("Restart pass failed")
+            await asyncio.sleep(TICK_SECONDS)
