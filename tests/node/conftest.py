@@ -340,9 +340,27 @@ def _save_logs(kube: Kube) -> None:
                 (out / name).write_text(kube.logs(pod["metadata"]["name"], ns, c["name"]))
 
 
+def _remove_olm_install(kube: Kube) -> None:
+    """The OLM tier installs the same operator on this cluster through a Subscription; its CSV owns
+    the operator Deployment and would revert the images this tier sets. Start without it."""
+    if not kube.exists("crd", "clusterserviceversions.operators.coreos.com"):
+        return
+    csvs = kube.run("get", "csv", "-n", OPERATOR_NAMESPACE, "-o", "name", "--ignore-not-found").split()
+    if not csvs:
+        return
+    kube.run("delete", "subscription", "--all", "-n", OPERATOR_NAMESPACE, "--ignore-not-found", timeout=120)
+    kube.run("delete", *csvs, "-n", OPERATOR_NAMESPACE, "--ignore-not-found", timeout=120)
+    wait_for(
+        "the OLM-owned operator Deployment to go",
+        lambda: not kube.exists("deployment", "secrets-store-csi-operator", OPERATOR_NAMESPACE),
+        120,
+    )
+
+
 @pytest.fixture(scope="session")
 def installation(node: Node) -> Iterator[Installation]:
     kube = node.kube
+    _remove_olm_install(kube)
     for crd in [
         *sorted((REPO / "assets" / "crds").glob("*.yaml")),
         REPO / "assets" / "operator" / "operator.secrets-store.csi.x-k8s.io_clustercsidrivers.yaml",
