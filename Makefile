@@ -14,7 +14,7 @@ export KUBECONFIG_PATH := $(SSCSI_CLUSTER_DIR)/admin.kubeconfig
 PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 
 .PHONY: node-tools images
-.PHONY: live-tools
+.PHONY: live-tools olm-up e2e-olm
 .PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench node-up node-down e2e-node
 
 help:
@@ -29,6 +29,8 @@ help:
 	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
 	@echo "make node-tools   node-driver-registrar, livenessprobe, upstream e2e provider from ../shared/upstream-src"
 	@echo "make live-tools   kube-proxy, CoreDNS, registry, OLM v0 (olm, catalog, package-server), grpc_health_probe"
+	@echo "make olm-up       node-up + OLM v0 installed in the node cluster (kubectl get packagemanifests)"
+	@echo "make e2e-olm      OLM installs, upgrades and uninstalls the operator on the real node (tests/olm)"
 	@echo "make images       buildah-build the node tier's images (hack/images.sh; also import|push|names)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -101,7 +103,7 @@ SANITY_SKIP := \[Controller Server\]|should remove target path|NodeStageVolume.*
 sanity: $(STAMP) tools
 	hack/sanity.sh --ginkgo.skip='$(SANITY_SKIP)' --ginkgo.no-color
 
-test: lint typecheck unit bundle-validate sanity e2e e2e-node
+test: lint typecheck unit bundle-validate sanity e2e e2e-node e2e-olm
 
 demo: $(STAMP) tools
 	$(PY) hack/demo.py
@@ -120,6 +122,13 @@ e2e-node: $(STAMP) tools node-tools live-tools
 # The OLM-live tier's pieces (docs/install-olm.md): registry, kube-proxy, CoreDNS, OLM v0.
 live-tools:
 	hack/build-tools.sh live
+
+olm-up: node-up olm-tools
+	hack/olm-up.sh
+
+# Take `flock /run/sscsi-node.lock` around it when other work may use the node (docs/real-node.md).
+e2e-olm: $(STAMP) tools node-tools live-tools olm-tools
+	$(PY) -m pytest -q tests/olm
 
 bench: $(STAMP)
 	hack/build-tools.sh upstream-driver
