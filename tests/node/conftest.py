@@ -149,19 +149,8 @@ def _csv_deployment(images: dict[str, str]) -> dict[str, Any]:
         # image (or main.py) handles it; SSCSI_NODE_KOPF_USER_WORKAROUND=0 shows the crash.
         container["env"].append({"name": "LOGNAME", "value": "secrets-store-csi-operator"})
     pod["serviceAccountName"] = OPERATOR_SA
-    # No cluster DNS on this node: kopf's in-cluster login dials https://kubernetes.default.svc,
-    # so the name is given in /etc/hosts (the Service IP is DNATed to the apiserver by node-up).
-    pod["dnsPolicy"] = "Default"
-    pod["hostAliases"] = [
-        {
-            "ip": "10.0.0.1",
-            "hostnames": [
-                "kubernetes.default.svc",
-                "kubernetes.default",
-                "kubernetes.default.svc.cluster.local",
-            ],
-        }
-    ]
+    # kopf's in-cluster login dials https://kubernetes.default.svc: the node's CoreDNS resolves it
+    # and kube-proxy routes the Service to the apiserver (hack/addons.sh), as on any cluster.
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
