@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
-from harness.k8s import create_pod, events_for
+from harness.k8s import create_pod, events_for, wait_for
 from sscsi_driver.kube.api import SPC
 from sscsi_proto import csi_pb2
 
@@ -93,8 +93,12 @@ async def test_fsgroup_pod_reads_0440_secret_before_and_after_rotation(
         info = os.stat(vol.target / "foo")
         assert (info.st_gid, stat.S_IMODE(info.st_mode)) == (GROUP, 0o440)
         assert read_as_pod(vol.target, "foo", [GROUP]) == (0, "rotated")
-        reasons = {e["reason"] for e in await events_for(fenv.api, namespace, "fsg-pod")}
-        assert "MountRotationComplete" in reasons
+
+        async def rotation_event() -> bool:
+            reasons = {e["reason"] for e in await events_for(fenv.api, namespace, "fsg-pod")}
+            return "MountRotationComplete" in reasons
+
+        await wait_for(rotation_event, timeout=30)  # events are posted in the background
     finally:
         fenv.provider_control("/rotation?rotated=false")
     await fenv.kubelet.unpublish_pod(pod)
