@@ -10,6 +10,7 @@ from .kube import (
     CHILD_KINDS,
     CSI_DRIVER,
     DAEMON_SET,
+    PROMETHEUS_RULE,
     SERVICE_MONITOR,
     ApiError,
     Kind,
@@ -75,8 +76,11 @@ class SyncResult:
         self.remaining += other.remaining
 
 
-def child_kinds(service_monitors: bool) -> tuple[Kind, ...]:
-    return tuple(kind for kind in CHILD_KINDS if service_monitors or kind is not SERVICE_MONITOR)
+def child_kinds(service_monitors: bool, prometheus_rules: bool = False) -> tuple[Kind, ...]:
+    """The child kinds, without the optional monitoring ones whose CRDs the cluster does not serve."""
+    absent = {SERVICE_MONITOR} if not service_monitors else set()
+    absent |= {PROMETHEUS_RULE} if not prometheus_rules else set()
+    return tuple(kind for kind in CHILD_KINDS if kind not in absent)
 
 
 async def observe(client: KubeClient, namespace: str, kinds: Iterable[Kind]) -> dict[ObjectKey, Obj]:

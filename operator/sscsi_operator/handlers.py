@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 
 from . import restart_daemon
-from .kube import CHILD_KINDS, CLUSTER_CSI_DRIVER, SERVICE_MONITOR, KubeClient
+from .kube import CHILD_KINDS, CLUSTER_CSI_DRIVER, PROMETHEUS_RULE, SERVICE_MONITOR, KubeClient
 from .names import (
     ANNOTATION_PREFIX,
     FINALIZER,
@@ -45,7 +45,7 @@ FINALIZE_POLL_SECONDS = 2
 # Pods going away are not watched (that would be every pod in the cluster): polled instead.
 WAITING_FOR_PODS_POLL_SECONDS = 5
 # Watched for quick repair; a ServiceMonitor (optional CRD) is repaired by the periodic pass alone.
-WATCHED_KINDS = tuple(kind for kind in CHILD_KINDS if kind is not SERVICE_MONITOR)
+WATCHED_KINDS = tuple(kind for kind in CHILD_KINDS if kind not in (SERVICE_MONITOR, PROMETHEUS_RULE))
 
 
 def _is_singleton(name: str | None, **_: Any) -> bool:

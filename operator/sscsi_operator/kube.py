@@ -49,6 +49,7 @@ SERVICE_ACCOUNT = Kind("", "v1", "serviceaccounts", "ServiceAccount", namespaced
 SERVICE = Kind("", "v1", "services", "Service", namespaced=True)
 DAEMON_SET = Kind("apps", "v1", "daemonsets", "DaemonSet", namespaced=True)
 SERVICE_MONITOR = Kind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", namespaced=True)
+PROMETHEUS_RULE = Kind("monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule", namespaced=True)
 CLUSTER_ROLE = Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False)
 CLUSTER_ROLE_BINDING = Kind(
     "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False
@@ -64,6 +65,7 @@ CHILD_KINDS = (
     CSI_DRIVER,
     SERVICE,
     SERVICE_MONITOR,
+    PROMETHEUS_RULE,
     DAEMON_SET,
 )
 _BY_TYPE = {(kind.api_version, kind.kind): kind for kind in (*CHILD_KINDS, CLUSTER_CSI_DRIVER)}

@@ -23,7 +23,16 @@ import httpx2
 
 from .apply import Failure, ObjectKey, SyncResult, apply_all, child_kinds, observe, prune, remove_all
 from .consumers import DriverUsers, find_driver_users, removal_forced
-from .kube import CLUSTER_CSI_DRIVER, CSI_DRIVER, DAEMON_SET, SERVICE_MONITOR, ApiError, KubeClient
+from .kube import (
+    CLUSTER_CSI_DRIVER,
+    CSI_DRIVER,
+    DAEMON_SET,
+    PROMETHEUS_RULE,
+    SERVICE_MONITOR,
+    ApiError,
+    Kind,
+    KubeClient,
+)
 from .model import ManagementState, OperatorSpec, SpecError, parse_spec
 from .render import NAMES, ClusterFacts, Owner, render
 from .settings import Settings
@@ -197,14 +206,20 @@ class Reconciler:
             log.debug("WaitingForPods: %s", message)
         self._last_waiting = message
 
+    async def _child_kinds(self) -> tuple[Kind, ...]:
+        """The children's kinds; the monitoring ones only while their CRDs are served."""
+        serves = self._client.serves
+        return child_kinds(await serves(SERVICE_MONITOR), await serves(PROMETHEUS_RULE))
+
     async def _sync(self, spec: OperatorSpec, body: Mapping[str, Any]) -> SyncResult:
-        kinds = child_kinds(await self._client.serves(SERVICE_MONITOR))
+        kinds = await self._child_kinds()
         live = await observe(self._client, self._settings.namespace, kinds)
         csidriver = live.get(ObjectKey(CSI_DRIVER.kind, "", NAMES.csidriver))
         if csidriver is None:  # possibly created by someone else: adopt it, keeping its tokenRequests
             csidriver = await self._client.get(CSI_DRIVER, NAMES.csidriver)
         facts = ClusterFacts(
             service_monitor_crd=SERVICE_MONITOR in kinds,
+            prometheus_rule_crd=PROMETHEUS_RULE in kinds,
             live_token_requests=_token_requests_of(csidriver),
         )
         desired = render(spec, self._settings, owner=_owner(body), facts=facts)
@@ -213,9 +228,13 @@ class Reconciler:
         return result
 
     async def _remove(self, body: Mapping[str, Any]) -> SyncResult:
-        kinds = child_kinds(await self._client.serves(SERVICE_MONITOR))
+        kinds = await self._child_kinds()
         # Every name the operator could have rendered, so a child that lost its label is found too.
-        everything = render(OperatorSpec(), self._settings, facts=ClusterFacts(service_monitor_crd=True))
+        everything = render(
+            OperatorSpec(),
+            self._settings,
+            facts=ClusterFacts(service_monitor_crd=True, prometheus_rule_crd=True),
+        )
         owner = _owner(body)
         return await remove_all(self._client, self._settings.namespace, kinds, everything, owner.uid)
 

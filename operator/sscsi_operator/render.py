@@ -34,6 +34,7 @@ TEMPLATES = (
     "rbac.yaml.j2",
     "csidriver.yaml.j2",
     "metrics.yaml.j2",
+    "prometheusrule.yaml.j2",
     "daemonset.yaml.j2",
 )
 
@@ -45,6 +46,7 @@ class ObjectNames:
     daemonset: str = "secrets-store-csi-driver-node"
     app: str = "secrets-store-csi-driver-node"
     metrics_service: str = "secrets-store-csi-driver-node-metrics"
+    prometheus_rule: str = "secrets-store-csi-driver-alerts"
 
 
 NAMES = ObjectNames()
@@ -72,6 +74,7 @@ class ClusterFacts:
     """What rendering needs to know about the live cluster, read at reconcile time."""
 
     service_monitor_crd: bool = False
+    prometheus_rule_crd: bool = False
     # tokenRequests of the live CSIDriver, kept while the spec leaves them Unmanaged.
     live_token_requests: tuple[Mapping[str, Any], ...] | None = None
 
@@ -94,6 +97,7 @@ def render(
         "tolerations": [toleration.to_manifest() for toleration in spec.driver.tolerations],
         "token_requests": token_requests(spec, facts),
         "service_monitor": facts.service_monitor_crd,
+        "prometheus_rule": facts.prometheus_rule_crd,
         "config_hash_annotation": CONFIG_HASH_ANNOTATION,
         "config_hash": config_hash(spec, settings),
     }

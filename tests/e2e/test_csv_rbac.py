@@ -49,6 +49,7 @@ __all__ = ["kwok_nodes", "operator_crds"]  # fixtures, imported for pytest
 CSV_FILE = REPO_ROOT / "bundle" / "manifests" / "secrets-store-csi-py.clusterserviceversion.yaml"
 MANAGED = "app.kubernetes.io/managed-by=secrets-store-csi-operator"
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+PROMETHEUS_RULE_CRD = "prometheusrules.monitoring.coreos.com"
 
 # (apiGroup, resource, verb) the CSV may grant although this run does not exercise it, and why.
 # Keep it short: every entry is a permission the test cannot prove is needed.
@@ -222,48 +223,47 @@ def _container_env(container: Mapping[str, Any], namespace: str) -> dict[str, st
 
 @pytest.fixture
 def service_monitor_api(cluster: Cluster) -> Iterator[None]:
-    """The ServiceMonitor API (a stand-in for the Prometheus Operator's CRD), so that the operator's
-    ServiceMonitor path and its permissions run too. Removed afterwards when this fixture added it."""
-    if kubectl_json(cluster, "crd", SERVICE_MONITOR_CRD) is not None:
-        yield
-        return
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": SERVICE_MONITOR_CRD, "labels": {"sscsi.test/stand-in": "true"}},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {
-                "kind": "ServiceMonitor",
-                "listKind": "ServiceMonitorList",
-                "plural": "servicemonitors",
+    """The ServiceMonitor and PrometheusRule APIs (stand-ins for the Prometheus Operator's CRDs), so
+    that the operator's monitoring paths and their permissions run too. Removed afterwards when this
+    fixture added them."""
+    added: list[str] = []
+    for name, kind in ((SERVICE_MONITOR_CRD, "ServiceMonitor"), (PROMETHEUS_RULE_CRD, "PrometheusRule")):
+        if kubectl_json(cluster, "crd", name) is not None:
+            continue
+        plural = name.split(".")[0]
+        crd = {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": name, "labels": {"sscsi.test/stand-in": "true"}},
+            "spec": {
+                "group": "monitoring.coreos.com",
+                "scope": "Namespaced",
+                "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "properties": {
+                                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                                },
+                            }
+                        },
+                    }
+                ],
             },
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
-    cluster.apply(crd)
-    must(
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{SERVICE_MONITOR_CRD}", "--timeout=30s")
-    )
+        }
+        cluster.apply(crd)
+        added.append(name)
+        must(cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s"))
     try:
         yield
     finally:
-        cluster.kubectl("delete", "crd", SERVICE_MONITOR_CRD, "--ignore-not-found", "--timeout=60s")
+        for name in added:
+            cluster.kubectl("delete", "crd", name, "--ignore-not-found", "--timeout=60s")
 
 
 @pytest.fixture
@@ -389,6 +389,7 @@ def _resource(kind: str) -> str:
         "Service": "services",
         "ServiceAccount": "serviceaccounts",
         "ServiceMonitor": SERVICE_MONITOR_CRD,
+        "PrometheusRule": PROMETHEUS_RULE_CRD,
     }[kind]
 
 

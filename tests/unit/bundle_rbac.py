@@ -110,7 +110,8 @@ def rendered_objects() -> list[Obj]:
     )
     spec = OperatorSpec()
     assert spec.driver.sync_secret, "the sync role is rendered only with syncSecret on"
-    return render.render(spec, operator_settings, facts=render.ClusterFacts(service_monitor_crd=True))
+    facts = render.ClusterFacts(service_monitor_crd=True, prometheus_rule_crd=True)
+    return render.render(spec, operator_settings, facts=facts)
 
 
 def escalation_grants(objects: Iterable[Obj]) -> list[Grant]:
