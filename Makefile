@@ -14,7 +14,7 @@ export KUBECONFIG_PATH := $(SSCSI_CLUSTER_DIR)/admin.kubeconfig
 PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 
 .PHONY: node-tools images
-.PHONY: live-tools olm-up e2e-olm
+.PHONY: live-tools olm-up e2e-olm demo-emulator
 .PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench node-up node-down e2e-node
 
 help:
@@ -23,7 +23,7 @@ help:
 	@echo "make cluster-up   start etcd + apiserver + controller-manager + scheduler; kubeconfig: $(KUBECONFIG_PATH)"
 	@echo "make cluster-down stop the local control plane"
 	@echo "make test         lint + typecheck + unit + e2e (real control plane)"
-	@echo "make demo         control plane, reference provider, driver, a pod's secrets mounted and rotated"
+	@echo "make demo         real node + OLM: the operator installed from its catalog, a pod's secret read and rotated"
 	@echo "make bundle       regenerate the OLM bundle and file-based catalog from their sources"
 	@echo "make bench        our driver vs the upstream Go driver -> bench-results/ (JSON, table, PNG; ~5 min)"
 	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
@@ -31,6 +31,7 @@ help:
 	@echo "make live-tools   kube-proxy, CoreDNS, registry, OLM v0 (olm, catalog, package-server), grpc_health_probe"
 	@echo "make olm-up       node-up + OLM v0 installed in the node cluster (kubectl get packagemanifests)"
 	@echo "make e2e-olm      OLM installs, upgrades and uninstalls the operator on the real node (tests/olm)"
+	@echo "make demo-emulator  the driver alone, driven by the kubelet emulator on the local control plane"
 	@echo "make images       buildah-build the node tier's images (hack/images.sh; also import|push|names)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -105,8 +106,12 @@ sanity: $(STAMP) tools
 
 test: lint typecheck unit bundle-validate sanity e2e e2e-node e2e-olm
 
-demo: $(STAMP) tools
+# The product: control plane, real node, registry, OLM; the operator installed from its catalog.
+demo: $(STAMP)
 	$(PY) hack/demo.py
+
+demo-emulator: $(STAMP) tools
+	$(PY) hack/demo-emulator.py
 
 # The real-node tier: containerd + kubelet + locally built images (skips itself when the machine
 # cannot run it; see docs/real-node.md).
@@ -119,7 +124,7 @@ node-down:
 e2e-node: $(STAMP) tools node-tools live-tools
 	$(PY) -m pytest -q tests/node
 
-# The OLM-live tier's pieces (docs/install-olm.md): registry, kube-proxy, CoreDNS, OLM v0.
+# The OLM-live tier (docs/install-olm.md): registry, kube-proxy, CoreDNS, OLM v0 on the real node.
 live-tools:
 	hack/build-tools.sh live
 
