@@ -9,6 +9,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from sscsi_operator.apply import child_kinds
+from sscsi_operator.kube import PROMETHEUS_RULE, SERVICE_MONITOR
 from unit.alerts_rules import (
     NAMESPACE,
     ROOT,
@@ -95,3 +97,9 @@ def test_dashboard_queries_upstream_metric_names() -> None:
     used = {m for m in UPSTREAM_METRICS if any(m in e for e in exprs)}
     assert used == UPSTREAM_METRICS
     assert dashboard["uid"] and dashboard["title"]
+
+
+def test_the_operator_lists_prometheus_rules_only_when_served() -> None:
+    assert PROMETHEUS_RULE not in child_kinds(True, False)
+    assert SERVICE_MONITOR not in child_kinds(False, True)
+    assert {PROMETHEUS_RULE, SERVICE_MONITOR} <= set(child_kinds(True, True))
