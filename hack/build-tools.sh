@@ -328,7 +328,10 @@ build_upstream_provider() {
   mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$name" "$TOOLS_BIN/upstream-$name"
 }
 
-targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(all)
+# Everything runs inside main, called on the last line together with exit: bash reads a script
+# lazily, so a build must never read lines edited while it ran.
+main() {
+local targets=("$@") t; [[ ${#targets[@]} -gt 0 ]] || targets=(all)
 for t in "${targets[@]}"; do
   case $t in
     kube) build_kube ;;
@@ -353,3 +356,6 @@ for t in "${targets[@]}"; do
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac
 done
+}
+
+main "$@"; exit $?
