@@ -9,8 +9,9 @@
 #      namespaces (/run/netns/cni-*) and leftover overlay rootfs mounts under /run/containerd
 #   4. the CNI bridge, its IP allocations and the iptables chain
 #   5. the node's own control plane (hack/cluster-down.sh with the node's SSCSI_CLUSTER_DIR)
-# Imported images stay in /var/lib/containerd (next node-up reuses them);
-#   --purge  also deletes /var/lib/containerd, /var/lib/kubelet and the control plane's etcd data.
+# The node's etcd data is always deleted (the next node-up starts an empty cluster); imported images
+# stay in /var/lib/containerd (next node-up reuses them);
+#   --purge  also deletes /var/lib/containerd and /var/lib/kubelet.
 # Exit status: non-zero when a process or a mount survives.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -126,7 +127,10 @@ if ((purge)); then
   nlog "purging $CONTAINERD_ROOT and $KUBELET_ROOT"
   rm -rf --one-file-system "$CONTAINERD_ROOT" "$KUBELET_ROOT" "$CLUSTER_DIR/node"
 else
-  "$HERE/cluster-down.sh"
+  # The node's cluster is disposable: a node restarted on its old etcd data brought pods back with
+  # new IPs under stale OLM state (package-server's APIService stayed FailedDiscoveryCheck), so
+  # every node-up starts from an empty cluster; images and kubelet's root stay for speed.
+  "$HERE/cluster-down.sh" --purge
 fi
 
 left="$(node_pids kubelet; node_pids containerd; node_pids shim)"
