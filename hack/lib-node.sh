@@ -59,7 +59,7 @@ CLUSTER_DNS_IP=10.0.0.10
 # The image containerd runs as every pod's sandbox (hack/images.sh builds it from catatonit).
 PAUSE_IMAGE="${SSCSI_PAUSE_IMAGE:-registry.k8s.io/pause:3.10}"
 # The node's runtime, and the tools hack/images.sh builds and imports its images with.
-NODE_PACKAGES=(containerd runc containernetworking-plugins iptables buildah skopeo debootstrap catatonit busybox-static)
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack buildah skopeo debootstrap catatonit busybox-static)
 
 nlog() { printf '[node] %s\n' "$*" >&2; }
 
