@@ -224,10 +224,14 @@ def _generation_holds(generation: Path, files: Sequence[Payload], group: int | N
 
 
 def _chown_target(target: Path, group: int) -> None:
-    """Give the volume's root directory (the tmpfs) to `group`, without following a link."""
+    """Give the volume's root directory (the tmpfs) to `group`, without following a link.
+
+    Every republish passes here: an unchanged owner is left alone (no inode write per pass).
+    """
     fd = os.open(target, _DIR_FLAGS)
     try:
-        os.fchown(fd, -1, group)
+        if os.fstat(fd).st_gid != group:
+            os.fchown(fd, -1, group)
     finally:
         os.close(fd)
 
