@@ -52,8 +52,8 @@ proto: $(STAMP)
 	$(PY) hack/gen-proto.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check driver operator proto tests hack
-	$(VENV)/bin/ruff format --check driver operator tests hack
+	$(VENV)/bin/ruff check driver operator proto provider tests hack
+	$(VENV)/bin/ruff format --check driver operator provider tests hack
 	$(VENV)/bin/lint-imports
 	$(PY) hack/gen-proto.py --check
 

@@ -74,7 +74,7 @@ VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n
 NODE_IMAGES=(pause busybox driver operator provider registrar livenessprobe upstream-provider)
 ALL_IMAGES=("${NODE_IMAGES[@]}" bundle catalog)
 # The repository files each project image's build context contributes (what its COPY lines read).
-PY_INPUTS=(pyproject.toml constraints.txt README.md driver operator proto)
+PY_INPUTS=(pyproject.toml constraints.txt README.md driver operator proto provider)
 
 ilog() { printf '[images] %s\n' "$*" >&2; }
 bah() { buildah "${STORAGE[@]}" "$@"; }

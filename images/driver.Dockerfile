@@ -11,6 +11,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY driver driver
 COPY operator operator
 COPY proto proto
+COPY provider provider
 RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels .
 
 FROM ${PYTHON_IMAGE}
