@@ -2,7 +2,7 @@
 
 The driver and the reference provider run under the kubelet emulator (the T1 harness). A healthy phase
 and a failing phase are scraped once per step; step i is minute i of promtool's timeline, with the
-labels a ServiceMonitor target adds (tests/unit/alerts_rules.py). Healthy: nothing fires. Failing
+labels a ServiceMonitor target adds (tests/unit/bundle/alerts_rules.py). Healthy: nothing fires. Failing
 (provider error code, provider not installed, refreshes failing, a Secret refused, the driver killed):
 each driver alert fires with the expected labels and annotations (docs/alerts.md)."""
 
@@ -19,7 +19,7 @@ from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_ma
 from harness.k8s import create_pod, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from sscsi_driver.kube.api import SECRET, SPC
-from unit.alerts_rules import NAMESPACE, TARGET, Scrapes, expected_alert, promtool_test
+from unit.bundle.alerts_rules import NAMESPACE, TARGET, Scrapes, expected_alert, promtool_test
 
 FOO = objects_param({"objectName": "foo", "objectVersion": "v1"})
 INTERVAL = 1.0

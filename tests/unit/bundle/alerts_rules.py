@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sscsi_operator import render, settings
 from sscsi_operator.model import OperatorSpec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NAMESPACE = "secrets-store-csi-driver"
 # What Prometheus (ServiceMonitor defaults) attaches to every sample scraped from one driver pod.
 TARGET = {

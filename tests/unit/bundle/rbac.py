@@ -6,7 +6,7 @@ Two sources of need:
 - every rule of every ClusterRole it creates, from its own rendering of assets/templates: RBAC lets a
   subject create or bind a role only with rules it holds itself (the CSV grants no escalate/bind).
 
-tests/unit/test_bundle.py holds the generated CSV's clusterPermissions and permissions against these
+tests/unit/bundle/test_bundle.py holds the generated CSV's clusterPermissions and permissions against these
 needs both ways (nothing missing, nothing unexplained); tests/e2e/test_csv_rbac.py proves the same on
 a real apiserver with its audit log.
 """
@@ -21,7 +21,7 @@ from typing import Any
 from sscsi_operator import handlers, kube, names, render, restart, settings
 from sscsi_operator.model import OperatorSpec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 Obj = dict[str, Any]
 
 

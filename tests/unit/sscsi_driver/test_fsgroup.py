@@ -24,18 +24,17 @@ from sscsi_driver.errors import DriverError
 from sscsi_driver.node import MAX_GROUP_ID, NodeService, mount_group
 from sscsi_driver.publisher import PublishRequest
 from sscsi_proto import csi_pb2, provider_pb2
-from test_publisher import (
+
+from unit.sscsi_driver.fakes import (
     ScriptedProvider,
     kubelet_dirs,
     make_publisher,
-    provider_socket,
     request,
     unmount_all,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for tmpfs mounts and chown")
 
-__all__ = ["provider_socket"]  # the fixture, shared with test_publisher
 
 GROUP = 2000
 USER = 1000

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "assets" / "crds"
 MANIFEST_DIR = ROOT / "tests" / "e2e" / "manifests"
 GROUP = "secrets-store.csi.x-k8s.io"

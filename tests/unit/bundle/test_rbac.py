@@ -1,6 +1,6 @@
 """The generated CSV's RBAC is what the operator needs: no rule missing, none unexplained, none dangerous.
 
-The needs are derived from the operator's code (tests/unit/bundle_rbac.py); the CSV's rules come from
+The needs are derived from the operator's code (tests/unit/bundle/rbac.py); the CSV's rules come from
 config/rbac (which binds assets/operator/rbac.yaml) through `operator-sdk generate bundle`. A change
 on either side that makes them diverge fails here; tests/e2e/test_csv_rbac.py proves the same rules
 sufficient and minimal against a real apiserver's audit log.
@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from bundle_rbac import (
+from sscsi_operator import restart
+
+from unit.bundle.rbac import (
     CsvRbac,
     Grant,
     atoms,
@@ -23,9 +25,8 @@ from bundle_rbac import (
     operator_grants,
     rendered_objects,
 )
-from sscsi_operator import restart
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CSV_FILE = ROOT / "bundle" / "manifests" / "secrets-store-csi-py.clusterserviceversion.yaml"
 OPERATOR_RBAC = ROOT / "assets" / "operator" / "rbac.yaml"
 DANGEROUS_VERBS = {"*", "escalate", "bind", "impersonate"}

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from bundle_files import CRD_SOURCES, load_csv
-from bundle_rbac import rendered_objects
 from sscsi_operator import names
+
+from unit.bundle.files import CRD_SOURCES, load_csv
+from unit.bundle.rbac import rendered_objects
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from sscsi_operator.apply import child_kinds
 from sscsi_operator.kube import PROMETHEUS_RULE, SERVICE_MONITOR
-from unit.alerts_rules import (
+
+from unit.bundle.alerts_rules import (
     NAMESPACE,
     ROOT,
     alerting_rules,

@@ -21,9 +21,8 @@ from sscsi_driver.sync_ownership import (
     Refusals,
     definition_hash,
 )
-from test_secret_sync_syncer import NS, PLANTED, World, opaque, rs_owner, world
 
-__all__ = ["world"]  # fixture
+from unit.sscsi_driver.sync_world import NS, PLANTED, World, opaque, rs_owner
 
 VICTIM: Obj = {
     "metadata": {

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGE = "secrets-store-csi-py"
 MANIFESTS = ROOT / "bundle" / "manifests"
 CSV_FILE = MANIFESTS / f"{PACKAGE}.clusterserviceversion.yaml"

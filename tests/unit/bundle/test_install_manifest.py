@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.unit.bundle_files import MANIFESTS, ROOT, load_csv
+from unit.bundle.files import MANIFESTS, ROOT, load_csv
 
 INSTALL = ROOT / "dist" / "install.yaml"
 NAMESPACE = "secrets-store-csi-driver"

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from bundle_files import (
+
+from unit.bundle.files import (
     CSV_FILE,
     PACKAGE,
     ROOT,

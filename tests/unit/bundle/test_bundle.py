@@ -3,8 +3,8 @@
 Schema-level validation is operator-sdk's and opm's job (hack/bundle-validate.sh); these tests check
 what those tools cannot know: that the bundle matches its sources (config/, assets/, pyproject.toml)
 and that the operator Deployment is hardened and configured the way sscsi_operator.settings reads it.
-The CSV base's UI metadata: test_bundle_csv_base.py; the catalog and the pipeline itself:
-test_bundle_catalog.py; the RBAC: test_bundle_rbac.py.
+The CSV base's UI metadata: test_csv_base.py; the catalog and the pipeline itself:
+test_catalog.py; the RBAC: test_rbac.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from bundle_files import (
+from sscsi_operator.settings import TEMPLATE_DIRS, Settings
+
+from unit.bundle.files import (
     ANNOTATIONS_FILE,
     CRD_SOURCES,
     CSV_BASE,
@@ -32,7 +34,6 @@ from bundle_files import (
     pipeline,
     project_version,
 )
-from sscsi_operator.settings import TEMPLATE_DIRS, Settings
 
 REQUIRED_ANNOTATIONS = {
     "operators.operatorframework.io.bundle.mediatype.v1": "registry+v1",

@@ -35,7 +35,8 @@ from sscsi_driver.provider_client import ProviderClients
 from sscsi_driver.provider_socket import UntrustedSocket, check_socket
 from sscsi_driver.publisher import Publisher, PublishRequest
 from sscsi_proto import provider_pb2, provider_pb2_grpc
-from test_publisher import FakeEvents, FakeSpcs, FakeStatuses, kubelet_dirs, unmount_all
+
+from unit.sscsi_driver.fakes import FakeEvents, FakeSpcs, FakeStatuses, kubelet_dirs, unmount_all
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, tmpfs)")
 STRANGER = 4242

@@ -1,0 +1,1 @@
+"""Unit tests, one directory per package or artefact they cover (sscsi_driver, sscsi_operator, ...)."""

@@ -1,0 +1,1 @@
+"""Offline tests of the static assets (assets/crds)."""

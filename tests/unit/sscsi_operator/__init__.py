@@ -1,0 +1,1 @@
+"""Unit tests of the operator (operator/sscsi_operator)."""

@@ -1,0 +1,1 @@
+"""Unit tests of the reference provider (provider/sscsi_provider)."""
