@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from sscsi_driver import atomic_writer
 from sscsi_driver.kube.api import SECRET, SPC, Obj
 from sscsi_driver.models import MANAGED_LABEL, SecretKeyRef, SecretObject, SecretProviderClass
-from sscsi_driver.secret_sync import SyncError, build_secret
+from sscsi_driver.secret_desired import SyncError, build_secret
 from sscsi_driver.sync_ownership import (
     DEFINITION_ANNOTATION,
     OWNER_ANNOTATION,

@@ -18,13 +18,8 @@ from sscsi_driver.models import (
     SecretKeyRef,
     SecretObject,
 )
-from sscsi_driver.secret_sync import (
-    FAILED_REASON,
-    DesiredSecret,
-    SyncError,
-    build_secret,
-    merge_owners,
-)
+from sscsi_driver.secret_desired import DesiredSecret, SyncError, build_secret, merge_owners
+from sscsi_driver.secret_writer import FAILED_REASON
 from sscsi_driver.sync_ownership import DEFINITION_ANNOTATION, OWNER_ANNOTATION, definition_hash
 
 from unit.sscsi_driver.sync_world import (
