@@ -4,14 +4,13 @@
   (the whole reply is already bounded by --max-call-recv-msg-size, as upstream);
 - an SPC's secretObjects: at most --max-objects-per-volume Secrets synced per volume;
 - concurrency: at most --max-concurrent-publishes-per-pod volumes of one pod are published at
-  once; more wait their turn, so one pod with many volumes cannot take every worker thread.
+  once (`Publisher`, a `keyed_lock.KeyedLock` of that size); more wait their turn, so one pod
+  with many volumes cannot take every worker thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
 from .atomic_writer import Payload
 
@@ -31,28 +30,3 @@ def check_reply(files: Sequence[Payload], *, max_files: int, max_file_size: int)
                 f"the provider returned {len(payload.contents)} bytes for {payload.path[:100]!r}, more than "
                 f"--max-file-size={max_file_size}"
             )
-
-
-class KeyedSlots:
-    """A semaphore per key (a pod uid); an entry vanishes when nobody holds or waits for it."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        semaphore, users = self._slots.get(key, (asyncio.Semaphore(self._size), 0))
-        self._slots[key] = (semaphore, users + 1)
-        try:
-            async with semaphore:
-                yield
-        finally:
-            semaphore, users = self._slots[key]
-            if users <= 1:
-                del self._slots[key]
-            else:
-                self._slots[key] = (semaphore, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._slots)

@@ -8,8 +8,9 @@ import grpc
 from sscsi_proto import csi_pb2, csi_pb2_grpc
 
 from . import errors
+from .keyed_lock import KeyedLock
 from .publisher import Publisher, PublishRequest
-from .rpc import VolumeLocks, rpc
+from .rpc import rpc
 
 _VOLUME_ID = ("volume_id", "Volume ID missing in request")
 _TARGET = ("target_path", "Target path missing in request")
@@ -44,7 +45,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     def __init__(self, node_id: str, publisher: Publisher) -> None:
         self._node_id = node_id
         self._publisher = publisher
-        self.volume_locks = VolumeLocks()
+        self.volume_locks: KeyedLock[str] = KeyedLock()  # one operation per target path
 
     @rpc(_CAPABILITY, _VOLUME_ID, _TARGET, _CONTEXT, lock_on="target_path")
     async def NodePublishVolume(

@@ -26,6 +26,7 @@ from pathlib import Path
 from . import atomic_writer, errors, limits, mounter
 from .config import Config
 from .errors import DriverError
+from .keyed_lock import KeyedLock
 from .kube.api import ApiError
 from .kube.cache import NamespacedCache
 from .kube.events import NORMAL, WARNING, EventRecorder
@@ -79,7 +80,7 @@ class Publisher:
         self._events = events
         self._metrics = metrics
         self.volumes = VolumeRegistry()
-        self._pod_slots = limits.KeyedSlots(cfg.max_concurrent_publishes_per_pod)
+        self._pod_slots: KeyedLock[str] = KeyedLock(cfg.max_concurrent_publishes_per_pod)
         self.listeners: list[VolumeListener] = []
         self.unpublish_listeners: list[Callable[[str], None]] = []
 

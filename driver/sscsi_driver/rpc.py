@@ -6,18 +6,17 @@ identifiers (volume id, target path, pod): never `secrets` or service-account to
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from .errors import DriverError
+from .keyed_lock import KeyedLock
 from .models import SA_TOKENS
 
 log = logging.getLogger("sscsi_driver.rpc")
@@ -26,32 +25,8 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
 
-class VolumeLocks:
-    """One lock per key (the target path); entries vanish when nobody holds or waits."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-
 class HasLocks(Protocol):
-    volume_locks: VolumeLocks
+    volume_locks: KeyedLock[str]  # `lock_on` values (the target path)
 
 
 _LOGGED_FIELDS = ("volume_id", "target_path", "staging_target_path", "readonly", "volume_path")

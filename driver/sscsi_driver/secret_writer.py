@@ -21,11 +21,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .keyed_lock import KeyedLock
 from .kube.api import POD, SECRET, SPC, SPCPS, ApiError, KubeApi, Obj
 from .kube.cache import Informer
 from .kube.events import WARNING, EventRecorder
@@ -71,12 +71,6 @@ FORBIDDEN_HINT = (
 WRITE_ATTEMPTS = 5
 
 
-@dataclass(slots=True)
-class _SharedLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
 class SecretWriter:
     """Creates, updates and recreates the Secrets of one volume per `write_volume` call."""
 
@@ -97,7 +91,8 @@ class SecretWriter:
         self._cache_timeout = cache_timeout
         self._lookup = lookup or self._get_spc
         self._refusals = Refusals(metrics.sync_k8s_secret_refused)
-        self._locks: dict[tuple[str, str], _SharedLock] = {}
+        # Our own writes of one Secret are serialised: two volumes of one SPC sync it concurrently.
+        self._locks: KeyedLock[tuple[str, str]] = KeyedLock()
 
     def forget(self, target: str) -> None:
         """The volume no longer syncs: its refusals are no longer reported."""
@@ -201,20 +196,6 @@ class SecretWriter:
 
     # -- one Secret --
 
-    @contextlib.asynccontextmanager
-    async def _locked(self, namespace: str, name: str) -> AsyncIterator[None]:
-        """Serialise our own writes of one Secret (two volumes of one SPC sync it concurrently)."""
-        key = (namespace, name)
-        entry = self._locks.setdefault(key, _SharedLock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[key]
-
     async def _write(
         self,
         secrets: Informer,
@@ -228,7 +209,7 @@ class SecretWriter:
         """Create or update one Secret when `judge` allows it; no request when it already matches."""
         started = time.monotonic()
         where = f"{namespace}/{desired.name}"
-        async with self._locked(namespace, desired.name):
+        async with self._locks.hold((namespace, desired.name)):
             existing = await self._cached(secrets, namespace, desired.name)
             if existing is None and not secrets.synced:
                 existing = await self._get_secret(namespace, desired.name)

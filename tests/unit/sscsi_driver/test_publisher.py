@@ -123,7 +123,7 @@ def test_failed_refresh_keeps_previous_files(
 def test_concurrent_publish_of_one_target_mounts_once(
     tmp_path: Path, provider_socket: tuple[Path, ScriptedProvider]
 ) -> None:
-    from sscsi_driver.rpc import VolumeLocks
+    from sscsi_driver.keyed_lock import KeyedLock
 
     sock_dir, provider = provider_socket
     root, target = kubelet_dirs(tmp_path)
@@ -132,7 +132,7 @@ def test_concurrent_publish_of_one_target_mounts_once(
         files=[provider_pb2.File(path="a", contents=b"1")],
         object_version=[provider_pb2.ObjectVersion(id="a", version="1")],
     )
-    locks = VolumeLocks()
+    locks: KeyedLock[str] = KeyedLock()
 
     async def one() -> None:
         async with locks.hold(str(target)):

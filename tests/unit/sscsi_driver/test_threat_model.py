@@ -27,8 +27,9 @@ from sscsi_driver.config import (
     parse_config,
 )
 from sscsi_driver.errors import DriverError
+from sscsi_driver.keyed_lock import KeyedLock
 from sscsi_driver.kube.api import POD, SECRET, SPC, ApiError
-from sscsi_driver.limits import KeyedSlots, LimitExceeded, check_reply
+from sscsi_driver.limits import LimitExceeded, check_reply
 from sscsi_driver.metrics import Metrics
 from sscsi_driver.models import SA_TOKENS
 from sscsi_driver.provider_client import ProviderClients
@@ -174,7 +175,7 @@ def test_replies_beyond_the_bounds_are_refused() -> None:
 
 
 async def test_keyed_slots_bound_concurrency_per_key() -> None:
-    slots = KeyedSlots(2)
+    slots: KeyedLock[str] = KeyedLock(2)
     running: dict[str, int] = {"a": 0, "b": 0}
     peak: dict[str, int] = {"a": 0, "b": 0}
 
