@@ -12,6 +12,8 @@ from .kube import (
     DAEMON_SET,
     PROMETHEUS_RULE,
     SERVICE_MONITOR,
+    VALIDATING_ADMISSION_POLICY,
+    VALIDATING_ADMISSION_POLICY_BINDING,
     ApiError,
     Kind,
     KubeClient,
@@ -76,10 +78,16 @@ class SyncResult:
         self.remaining += other.remaining
 
 
-def child_kinds(service_monitors: bool, prometheus_rules: bool = False) -> tuple[Kind, ...]:
-    """The child kinds, without the optional monitoring ones whose CRDs the cluster does not serve."""
+def child_kinds(
+    service_monitors: bool, prometheus_rules: bool = False, admission_policies: bool = False
+) -> tuple[Kind, ...]:
+    """The child kinds, without the optional ones the cluster does not serve (the monitoring CRDs;
+    ValidatingAdmissionPolicies before Kubernetes 1.30)."""
     absent = {SERVICE_MONITOR} if not service_monitors else set()
     absent |= {PROMETHEUS_RULE} if not prometheus_rules else set()
+    absent |= (
+        set() if admission_policies else {VALIDATING_ADMISSION_POLICY, VALIDATING_ADMISSION_POLICY_BINDING}
+    )
     return tuple(kind for kind in CHILD_KINDS if kind not in absent)
 
 

@@ -22,7 +22,15 @@ from typing import Any
 import kopf
 
 from . import restart_daemon
-from .kube import CHILD_KINDS, CLUSTER_CSI_DRIVER, PROMETHEUS_RULE, SERVICE_MONITOR, KubeClient
+from .kube import (
+    CHILD_KINDS,
+    CLUSTER_CSI_DRIVER,
+    PROMETHEUS_RULE,
+    SERVICE_MONITOR,
+    VALIDATING_ADMISSION_POLICY,
+    VALIDATING_ADMISSION_POLICY_BINDING,
+    KubeClient,
+)
 from .names import (
     ANNOTATION_PREFIX,
     FINALIZER,
@@ -44,8 +52,15 @@ RETRY_DELAY_SECONDS = 5
 FINALIZE_POLL_SECONDS = 2
 # Pods going away are not watched (that would be every pod in the cluster): polled instead.
 WAITING_FOR_PODS_POLL_SECONDS = 5
-# Watched for quick repair; a ServiceMonitor (optional CRD) is repaired by the periodic pass alone.
-WATCHED_KINDS = tuple(kind for kind in CHILD_KINDS if kind not in (SERVICE_MONITOR, PROMETHEUS_RULE))
+# Watched for quick repair. Kinds a cluster may not serve (the monitoring CRDs; admission policies
+# before Kubernetes 1.30) are repaired by the periodic pass alone.
+UNWATCHED_KINDS = (
+    SERVICE_MONITOR,
+    PROMETHEUS_RULE,
+    VALIDATING_ADMISSION_POLICY,
+    VALIDATING_ADMISSION_POLICY_BINDING,
+)
+WATCHED_KINDS = tuple(kind for kind in CHILD_KINDS if kind not in UNWATCHED_KINDS)
 
 
 def _is_singleton(name: str | None, **_: Any) -> bool:

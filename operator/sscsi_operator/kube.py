@@ -55,6 +55,28 @@ CLUSTER_ROLE_BINDING = Kind(
     "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False
 )
 CSI_DRIVER = Kind("storage.k8s.io", "v1", "csidrivers", "CSIDriver", namespaced=False)
+VALIDATING_ADMISSION_POLICY = Kind(
+    "admissionregistration.k8s.io",
+    "v1",
+    "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicy",
+    namespaced=False,
+)
+VALIDATING_ADMISSION_POLICY_BINDING = Kind(
+    "admissionregistration.k8s.io",
+    "v1",
+    "validatingadmissionpolicybindings",
+    "ValidatingAdmissionPolicyBinding",
+    namespaced=False,
+)
+# Served only by OpenShift, whose own admission plugin enforces the ephemeral volume profile.
+SECURITY_CONTEXT_CONSTRAINTS = Kind(
+    "security.openshift.io",
+    "v1",
+    "securitycontextconstraints",
+    "SecurityContextConstraints",
+    namespaced=False,
+)
 CLUSTER_CSI_DRIVER = Kind(names.GROUP, names.VERSION, names.PLURAL, names.KIND, namespaced=False)
 
 # Every kind the operator may create, in apply order (removal runs in reverse).
@@ -63,6 +85,8 @@ CHILD_KINDS = (
     CLUSTER_ROLE,
     CLUSTER_ROLE_BINDING,
     CSI_DRIVER,
+    VALIDATING_ADMISSION_POLICY,
+    VALIDATING_ADMISSION_POLICY_BINDING,
     SERVICE,
     SERVICE_MONITOR,
     PROMETHEUS_RULE,

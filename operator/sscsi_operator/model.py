@@ -56,6 +56,8 @@ class LogLevel(StrEnum):
 
 
 class EphemeralVolumeProfile(StrEnum):
+    """A pod security level (pod-security.kubernetes.io), from the most to the least restrictive."""
+
     RESTRICTED = "restricted"
     BASELINE = "baseline"
     PRIVILEGED = "privileged"
@@ -97,6 +99,9 @@ class DriverConfig:
     # None means tokenRequests is Unmanaged: the live CSIDriver's value is kept as it is.
     token_requests: tuple[TokenAudience, ...] | None = None
     ephemeral_volume_profile: EphemeralVolumeProfile = EphemeralVolumeProfile.RESTRICTED
+    # The level of namespaces without the pod-security.kubernetes.io/enforce label, as the apiserver's
+    # PodSecurity admission defaults it (privileged unless configured); used off OpenShift only.
+    default_namespace_level: EphemeralVolumeProfile = EphemeralVolumeProfile.PRIVILEGED
     sync_secret: bool = True
     # Only what the spec asks for; rendering adds kubernetes.io/os: linux.
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -148,6 +153,13 @@ def _driver_config(store: Mapping[str, Any], path: str) -> DriverConfig:
         token_requests=_token_requests(store.get("tokenRequests"), f"{path}.tokenRequests"),
         ephemeral_volume_profile=_enum(
             EphemeralVolumeProfile, store, "ephemeralVolumeProfile", EphemeralVolumeProfile.RESTRICTED, path
+        ),
+        default_namespace_level=_enum(
+            EphemeralVolumeProfile,
+            store,
+            "defaultNamespacePodSecurityLevel",
+            EphemeralVolumeProfile.PRIVILEGED,
+            path,
         ),
         sync_secret=_bool(sync.get("enabled", True), f"{path}.syncSecret.enabled"),
         node_selector=_node_selector(placement.get("nodeSelector"), f"{path}.nodePlacement.nodeSelector"),

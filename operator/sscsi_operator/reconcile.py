@@ -28,7 +28,9 @@ from .kube import (
     CSI_DRIVER,
     DAEMON_SET,
     PROMETHEUS_RULE,
+    SECURITY_CONTEXT_CONSTRAINTS,
     SERVICE_MONITOR,
+    VALIDATING_ADMISSION_POLICY,
     ApiError,
     Kind,
     KubeClient,
@@ -37,6 +39,7 @@ from .model import ManagementState, OperatorSpec, SpecError, parse_spec
 from .render import NAMES, ClusterFacts, Owner, render
 from .settings import Settings
 from .status import Observation, build_status
+from .volume_profile import ProfileEnforcement, profile_enforcement
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,7 @@ class Reconciler:
         state = spec.management_state
         generation = int(body["metadata"].get("generation", 0))
         waiting = DriverUsers()
+        enforcement: ProfileEnforcement | None = None
         try:
             if state is ManagementState.UNMANAGED:
                 result = SyncResult()
@@ -153,7 +157,8 @@ class Reconciler:
                 waiting = await self._users_holding_removal(body)
                 result = SyncResult() if waiting else await self._remove(body)
             else:
-                result = await self._sync(spec, body)
+                result, facts = await self._sync(spec, body)
+                enforcement = profile_enforcement(spec, facts, result.failures)
             daemonset = await self._client.get(DAEMON_SET, NAMES.daemonset, self._settings.namespace)
         except (ApiError, httpx2.HTTPError) as err:
             key = ObjectKey(CLUSTER_CSI_DRIVER.kind, "", body["metadata"]["name"])
@@ -167,6 +172,7 @@ class Reconciler:
             daemonset=daemonset,
             removal_pending=result.remaining,
             waiting_for=waiting,
+            profile_enforcement=enforcement,
         )
         await self._write_status(body, observation)
         if result.failures:
@@ -207,11 +213,15 @@ class Reconciler:
         self._last_waiting = message
 
     async def _child_kinds(self) -> tuple[Kind, ...]:
-        """The children's kinds; the monitoring ones only while their CRDs are served."""
+        """The children's kinds; the optional ones (monitoring CRDs, admission policies) while served."""
         serves = self._client.serves
-        return child_kinds(await serves(SERVICE_MONITOR), await serves(PROMETHEUS_RULE))
+        return child_kinds(
+            await serves(SERVICE_MONITOR),
+            await serves(PROMETHEUS_RULE),
+            await serves(VALIDATING_ADMISSION_POLICY),
+        )
 
-    async def _sync(self, spec: OperatorSpec, body: Mapping[str, Any]) -> SyncResult:
+    async def _sync(self, spec: OperatorSpec, body: Mapping[str, Any]) -> tuple[SyncResult, ClusterFacts]:
         kinds = await self._child_kinds()
         live = await observe(self._client, self._settings.namespace, kinds)
         csidriver = live.get(ObjectKey(CSI_DRIVER.kind, "", NAMES.csidriver))
@@ -220,12 +230,14 @@ class Reconciler:
         facts = ClusterFacts(
             service_monitor_crd=SERVICE_MONITOR in kinds,
             prometheus_rule_crd=PROMETHEUS_RULE in kinds,
+            admission_policies=VALIDATING_ADMISSION_POLICY in kinds,
+            openshift=await self._client.serves(SECURITY_CONTEXT_CONSTRAINTS),
             live_token_requests=_token_requests_of(csidriver),
         )
         desired = render(spec, self._settings, owner=_owner(body), facts=facts)
         result = await apply_all(self._client, desired, live)
         result.extend(await prune(self._client, desired, live))
-        return result
+        return result, facts
 
     async def _remove(self, body: Mapping[str, Any]) -> SyncResult:
         kinds = await self._child_kinds()
@@ -233,7 +245,7 @@ class Reconciler:
         everything = render(
             OperatorSpec(),
             self._settings,
-            facts=ClusterFacts(service_monitor_crd=True, prometheus_rule_crd=True),
+            facts=ClusterFacts(service_monitor_crd=True, prometheus_rule_crd=True, admission_policies=True),
         )
         owner = _owner(body)
         return await remove_all(self._client, self._settings.namespace, kinds, everything, owner.uid)

@@ -33,6 +33,7 @@ TEMPLATES = (
     "serviceaccount.yaml.j2",
     "rbac.yaml.j2",
     "csidriver.yaml.j2",
+    "volumeprofile.yaml.j2",
     "metrics.yaml.j2",
     "prometheusrule.yaml.j2",
     "daemonset.yaml.j2",
@@ -47,6 +48,8 @@ class ObjectNames:
     app: str = "secrets-store-csi-driver-node"
     metrics_service: str = "secrets-store-csi-driver-node-metrics"
     prometheus_rule: str = "secrets-store-csi-driver-alerts"
+    # The ValidatingAdmissionPolicy enforcing the ephemeral volume profile, and its binding.
+    volume_profile_policy: str = "secrets-store-csi-driver-ephemeral-volume-profile"
 
 
 NAMES = ObjectNames()
@@ -75,6 +78,10 @@ class ClusterFacts:
 
     service_monitor_crd: bool = False
     prometheus_rule_crd: bool = False
+    # The apiserver serves ValidatingAdmissionPolicies (Kubernetes 1.30 and later)...
+    admission_policies: bool = False
+    # ...and is OpenShift's, whose CSIInlineVolumeSecurity admission plugin enforces the profile itself.
+    openshift: bool = False
     # tokenRequests of the live CSIDriver, kept while the spec leaves them Unmanaged.
     live_token_requests: tuple[Mapping[str, Any], ...] | None = None
 
@@ -98,6 +105,7 @@ def render(
         "token_requests": token_requests(spec, facts),
         "service_monitor": facts.service_monitor_crd,
         "prometheus_rule": facts.prometheus_rule_crd,
+        "volume_profile_policy": facts.admission_policies and not facts.openshift,
         "config_hash_annotation": CONFIG_HASH_ANNOTATION,
         "config_hash": config_hash(spec, settings),
     }

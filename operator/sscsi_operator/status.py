@@ -11,6 +11,8 @@ from .apply import NODE_SERVICE, STATIC_RESOURCES, Failure, ObjectKey
 from .consumers import DriverUsers
 from .model import ManagementState
 from .names import CONFIG_HASH_ANNOTATION
+from .volume_profile import CONDITION as PROFILE_ENFORCED
+from .volume_profile import ProfileEnforcement
 
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"
@@ -52,6 +54,8 @@ class Observation:
     removal_pending: Sequence[ObjectKey] = field(default_factory=tuple)
     # Removal is requested but held back: these pods still use the driver.
     waiting_for: DriverUsers = field(default_factory=DriverUsers)
+    # Who enforces the ephemeral volume profile (a Managed pass only).
+    profile_enforcement: ProfileEnforcement | None = None
 
 
 def build_status(
@@ -109,7 +113,7 @@ def _conditions(observation: Observation) -> list[Condition]:
     else:
         available = _rename(node_available, AVAILABLE)
         progressing = _rename(node_progressing, PROGRESSING)
-    return [
+    conditions = [
         available,
         progressing,
         degraded,
@@ -119,6 +123,12 @@ def _conditions(observation: Observation) -> list[Condition]:
         node_degraded,
         static_degraded,
     ]
+    enforcement = observation.profile_enforcement
+    if enforcement is not None:
+        conditions.append(
+            Condition(PROFILE_ENFORCED, enforcement.enforced, enforcement.reason, enforcement.message)
+        )
+    return conditions
 
 
 def _node_service(daemonset: Mapping[str, Any] | None) -> tuple[Condition, Condition]:

@@ -110,7 +110,7 @@ def rendered_objects() -> list[Obj]:
     )
     spec = OperatorSpec()
     assert spec.driver.sync_secret, "the sync role is rendered only with syncSecret on"
-    facts = render.ClusterFacts(service_monitor_crd=True, prometheus_rule_crd=True)
+    facts = render.ClusterFacts(service_monitor_crd=True, prometheus_rule_crd=True, admission_policies=True)
     return render.render(spec, operator_settings, facts=facts)
 
 
