@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.versions import versions as read_versions
 from sscsi_driver.kube.api import KubeApi
 
 from . import drivers, fixtures, report
@@ -34,16 +35,6 @@ from .audit import AuditLog
 from .scenarios import DriverPhase, Settings, Shared
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip().strip("'\"")
-    return values
 
 
 def cluster_dir() -> Path:
@@ -323,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the benchmark mounts tmpfs volumes: run it as root", file=sys.stderr)
         return 2
     args = parse_args(argv)
-    versions = read_env_file(REPO / "hack" / "versions.env")
+    versions = read_versions()
     args.out = os.path.abspath(args.out)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     kubeconfig = Path(args.kubeconfig) if args.kubeconfig else ensure_cluster()

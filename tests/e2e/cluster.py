@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.versions import read_env_file
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 FIELD_MANAGER = "sscsi-e2e"
@@ -21,18 +23,6 @@ FIELD_MANAGER = "sscsi-e2e"
 
 class ClusterUpError(RuntimeError):
     """hack/cluster-up.sh failed; the message holds the end of its output."""
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a file such as hack/versions.env (comments and blanks skipped)."""
-    values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
 
 
 @dataclass(frozen=True)

@@ -19,22 +19,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from harness.versions import kube_bin, versions
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack"
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for line in (HACK / "versions.env").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
-            k, v = line.strip().split("=", 1)
-            out[k] = v
-    return out
-
-
-VERSIONS = _versions()
-KUBE_BIN = Path(VERSIONS["TOOLS_CACHE"]) / f"kube-{VERSIONS['KUBE_VERSION']}" / "bin"
+VERSIONS = versions()
+KUBE_BIN = kube_bin()
 CLUSTER_DIR = Path(os.environ.get("SSCSI_NODE_CLUSTER_DIR", "/tmp/sscsi-node-cluster"))
 NODE_NAME = os.environ.get("SSCSI_NODE_NAME", "sscsi-node")
 DRIVER_NAME = "secrets-store.csi.k8s.io"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness.versions import versions
 from sscsi_operator.settings import TEMPLATE_DIRS, Settings
 
 from unit.bundle.files import (
@@ -116,7 +117,7 @@ def test_owned_crds_are_exactly_the_bundled_crds_with_texts(csv: dict[str, Any])
 def test_annotations_and_bundle_dockerfile_agree() -> None:
     annotations = yaml.safe_load(ANNOTATIONS_FILE.read_text())["annotations"]
     assert {k: annotations.get(k) for k in REQUIRED_ANNOTATIONS} == REQUIRED_ANNOTATIONS
-    sdk = pipeline.read_env(ROOT / "hack" / "versions.env")["OPERATOR_SDK_VERSION"]
+    sdk = versions()["OPERATOR_SDK_VERSION"]
     assert annotations["operators.operatorframework.io.metrics.builder"] == f"operator-sdk-{sdk}"
     dockerfile = (ROOT / "bundle.Dockerfile").read_text().splitlines()
     assert "FROM scratch" in dockerfile

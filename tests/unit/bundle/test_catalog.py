@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness.versions import versions
 
 from unit.bundle.files import (
     CSV_FILE,
@@ -49,10 +50,10 @@ def test_the_catalog_offers_the_bundle_in_both_channels(csv: dict[str, Any]) -> 
 
 
 def test_the_catalog_dockerfile_pins_opm() -> None:
-    versions = pipeline.read_env(ROOT / "hack" / "versions.env")
+    pinned = versions()
     dockerfile = (ROOT / "catalog.Dockerfile").read_text()
     bases = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
-    assert bases and set(bases) == {f"quay.io/operator-framework/opm:{versions['OPM_VERSION']}"}
+    assert bases and set(bases) == {f"quay.io/operator-framework/opm:{pinned['OPM_VERSION']}"}
     assert "ADD catalog /configs" in dockerfile
     assert "LABEL operators.operatorframework.io.index.configs.v1=/configs" in dockerfile
 
