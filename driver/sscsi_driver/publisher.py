@@ -5,7 +5,7 @@ for the files, write them atomically, record the SecretProviderClassPodStatus.
 Any failure leaves no mount behind, so kubelet's retry starts clean.
 
 Republish (kubelet, `requiresRepublish: true`): with rotation on and the volume
-due (interval elapsed or SPC edited), refresh through the same path; a failed
+due (interval elapsed or SPC edited), refresh through the same steps; a failed
 refresh keeps the previous files and reports success to kubelet, as upstream.
 """
 
@@ -128,56 +128,80 @@ class Publisher:
             service_account=ctx.get(SERVICE_ACCOUNT, ""),
         )
         spc_name = ctx.get(SPC_ATTRIBUTE, "")
-        provider_label = ctx.get(PROVIDER_ATTRIBUTE, "")
         target = Path(req.target_path)
         self._check_target(req.target_path)
         mounted = await asyncio.to_thread(self._ensure_mount_point, target)
         # A tmpfs without `..data` never got its files (e.g. the driver was killed mid-publish):
         # finish the first publish instead of reporting an empty volume as published.
-        published = mounted and (target / "..data").is_symlink()
-        state = self.volumes.get(req.target_path)
-        if published and not self._cfg.enable_secret_rotation:
-            return  # idempotent: already published
-        if published and state is not None and not await self._refresh_due(state):
+        if not (mounted and (target / "..data").is_symlink()):
+            await self._first_publish(req, pod, spc_name, target, mounted=mounted)
+        elif self._cfg.enable_secret_rotation:
+            await self._refresh(req, pod, spc_name, target)
+        # else: already published and rotation is off; nothing to do (idempotent)
+
+    async def _first_publish(
+        self, req: PublishRequest, pod: PodRef, spc_name: str, target: Path, *, mounted: bool
+    ) -> None:
+        """Mount the tmpfs (unless there), fill it; any failure leaves no mount behind and fails the call."""
+        try:
+            async with self._pod_slots.hold(_slot_key(pod)):
+                spc = await self._spc_for(req, pod, spc_name)
+                if not mounted:
+                    await self._mount_tmpfs(target)
+                try:
+                    state, _ = await self._fill(req, pod, spc_name, spc, target)
+                except DriverError as err:
+                    raise errors.failed(
+                        f"failed to mount secrets store objects for pod {_who(pod)}, err: {err.message}",
+                        err.error_type,
+                    ) from err
+                await self._notify(state, spc)
+        except DriverError as err:
+            provider = req.volume_context.get(PROVIDER_ATTRIBUTE, "")
+            self._metrics.node_publish_error.labels(provider, err.error_type, OS_TYPE).inc()
+            await asyncio.to_thread(self._cleanup_failed_mount, target)
+            raise
+        self._metrics.node_publish.labels(spc.provider, OS_TYPE).inc()
+
+    async def _refresh(self, req: PublishRequest, pod: PodRef, spc_name: str, target: Path) -> None:
+        """Refetch a published volume when due; a failure keeps the previous files and is not returned
+        to kubelet (upstream masks remount errors, kubernetes/kubernetes#121271)."""
+        previous = self.volumes.get(str(target))
+        if previous is not None and not await self._refresh_due(previous):
             return
         started = time.monotonic()
         try:
-            async with self._pod_slots.hold(pod.uid or f"{pod.namespace}/{pod.name}"):
-                provider = await self._publish(req, pod, spc_name, target, remount=published, mounted=mounted)
-            provider_label = provider
+            async with self._pod_slots.hold(_slot_key(pod)):
+                spc = await self._spc_for(req, pod, spc_name)
+                state, changed = await self._fill(req, pod, spc_name, spc, target)
+                if changed:
+                    log.info("volume refreshed", extra={"target_path": str(target), "pod": _who(pod)})
+                if previous is not None and previous.versions != state.versions:
+                    self._events.pod_event(
+                        pod,
+                        NORMAL,
+                        "MountRotationComplete",
+                        f"successfully rotated mounted contents for spc {spc_name}",
+                    )
+                await self._notify(state, spc)
         except DriverError as err:
-            self._metrics.node_publish_error.labels(provider_label, err.error_type, OS_TYPE).inc()
-            if published:
-                self._metrics.rotation_reconcile_error.labels(
-                    provider_label, err.error_type, OS_TYPE, "true"
-                ).inc()
-                self._events.pod_event(
-                    pod, WARNING, "MountRotationFailed", f"failed to rotate {spc_name}: {err.message}"
-                )
-                log.warning(
-                    "refresh failed, previous contents kept",
-                    extra={
-                        "target_path": req.target_path,
-                        "pod": f"{pod.namespace}/{pod.name}",
-                        "error": err.message,
-                    },
-                )
-                if state is not None:
-                    state.refreshed_at = time.monotonic()  # retry after the interval, not on every republish
-                return  # upstream masks remount errors (kubernetes/kubernetes#121271)
-            await asyncio.to_thread(self._cleanup_failed_mount, target)
-            raise
-        self._metrics.node_publish.labels(provider_label, OS_TYPE).inc()
-        if published:
-            rotated = (
-                "true" if state is None or state.versions != self._versions_of(req.target_path) else "false"
+            provider = req.volume_context.get(PROVIDER_ATTRIBUTE, "")
+            self._metrics.node_publish_error.labels(provider, err.error_type, OS_TYPE).inc()
+            self._metrics.rotation_reconcile_error.labels(provider, err.error_type, OS_TYPE, "true").inc()
+            self._events.pod_event(
+                pod, WARNING, "MountRotationFailed", f"failed to rotate {spc_name}: {err.message}"
             )
-            self._metrics.rotation_reconcile.labels(provider_label, OS_TYPE, rotated).inc()
-            self._metrics.rotation_reconcile_duration.labels(OS_TYPE).observe(time.monotonic() - started)
-
-    def _versions_of(self, target: str) -> dict[str, str]:
-        state = self.volumes.get(target)
-        return state.versions if state else {}
+            log.warning(
+                "refresh failed, previous contents kept",
+                extra={"target_path": req.target_path, "pod": _who(pod), "error": err.message},
+            )
+            if previous is not None:
+                previous.refreshed_at = time.monotonic()  # retry after the interval, not on every republish
+            return
+        rotated = "true" if previous is None or previous.versions != state.versions else "false"
+        self._metrics.node_publish.labels(spc.provider, OS_TYPE).inc()
+        self._metrics.rotation_reconcile.labels(spc.provider, OS_TYPE, rotated).inc()
+        self._metrics.rotation_reconcile_duration.labels(OS_TYPE).observe(time.monotonic() - started)
 
     async def _refresh_due(self, state: VolumeState) -> bool:
         if state.due(self._cfg.rotation_poll_interval):
@@ -188,9 +212,10 @@ class Publisher:
             return False
         return spc.generation != state.spc_generation
 
-    async def _publish(
-        self, req: PublishRequest, pod: PodRef, spc_name: str, target: Path, *, remount: bool, mounted: bool
-    ) -> str:
+    # ---- the steps both paths share ----
+
+    async def _spc_for(self, req: PublishRequest, pod: PodRef, spc_name: str) -> SecretProviderClass:
+        """The SecretProviderClass the request mounts, checked in upstream's order."""
         if not spc_name:
             raise errors.failed("secretProviderClass is not set", errors.SPC_NOT_FOUND)
         if not valid_object_name(spc_name):
@@ -211,66 +236,58 @@ class Publisher:
             raise errors.failed(f"parameters not set in {pod.namespace}/{spc_name}", errors.SPC_NOT_FOUND)
         if not req.readonly:
             raise errors.invalid_argument("Readonly is not true in request")
+        return spc
 
+    @staticmethod
+    async def _mount_tmpfs(target: Path) -> None:
+        try:
+            await asyncio.to_thread(mounter.mount_tmpfs, target)
+        except OSError as err:
+            raise errors.failed(f"failed to mount tmpfs at {target}: {err}", errors.FAILED_TO_MOUNT) from err
+
+    async def _fill(
+        self, req: PublishRequest, pod: PodRef, spc_name: str, spc: SecretProviderClass, target: Path
+    ) -> tuple[VolumeState, bool]:
+        """Provider Mount -> bounds -> atomic write -> SPCPS; the volume's new state (recorded) and
+        whether any file changed."""
         attributes = dict(spc.parameters)
         attributes.update(req.volume_context)
         tokens = req.secrets.get(SA_TOKENS) or req.volume_context.get(SA_TOKENS, "")
         if tokens:
             attributes[SA_TOKENS] = tokens
-        state = self.volumes.get(str(target))
-        current = dict(state.versions) if state else self._statuses.current_versions(pod, spc_name)
-
-        if not mounted:
-            try:
-                await asyncio.to_thread(mounter.mount_tmpfs, target)
-            except OSError as err:
-                raise errors.failed(
-                    f"failed to mount tmpfs at {target}: {err}", errors.FAILED_TO_MOUNT
-                ) from err
+        previous = self.volumes.get(str(target))
+        current = dict(previous.versions) if previous else self._statuses.current_versions(pod, spc_name)
         try:
-            try:
-                result = await self._providers.mount(
-                    spc.provider,
-                    attributes=attributes,
-                    secrets=req.secrets,
-                    target_path=str(target),
-                    current_versions=current,
-                    timeout=min(self._cfg.provider_timeout, req.deadline) if req.deadline else None,
-                )
-            except DriverError as err:
-                # A provider echoing a token in its error would put it in events and logs.
-                raise errors.redacted(err, token_values(tokens)) from None
-            try:
-                limits.check_reply(
-                    result.files,
-                    max_files=self._cfg.max_objects_per_volume,
-                    max_file_size=self._cfg.max_file_size,
-                )
-                changed = await asyncio.to_thread(
-                    functools.partial(atomic_writer.write_payloads, group=req.mount_group),
-                    target,
-                    result.files,
-                )
-            except (limits.LimitExceeded, atomic_writer.PayloadError, OSError) as err:
-                raise errors.failed(str(err), errors.FILE_WRITE_ERROR) from err
-            try:
-                await self._statuses.upsert(pod, spc_name, str(target), result.versions)
-            except ApiError as err:
-                raise errors.failed(
-                    f"failed to create secret provider class pod status for pod {pod.namespace}/{pod.name}, "
-                    f"err: {err}",
-                    errors.FAILED_TO_MOUNT,
-                ) from err
+            result = await self._providers.mount(
+                spc.provider,
+                attributes=attributes,
+                secrets=req.secrets,
+                target_path=str(target),
+                current_versions=current,
+                timeout=min(self._cfg.provider_timeout, req.deadline) if req.deadline else None,
+            )
         except DriverError as err:
-            if not remount:
-                await asyncio.to_thread(self._cleanup_failed_mount, target)
-                who = f"{pod.namespace}/{pod.name}"
-                raise errors.failed(
-                    f"failed to mount secrets store objects for pod {who}, err: {err.message}", err.error_type
-                ) from err
-            raise
-
-        new_state = VolumeState(
+            # A provider echoing a token in its error would put it in events and logs.
+            raise errors.redacted(err, token_values(tokens)) from None
+        try:
+            limits.check_reply(
+                result.files,
+                max_files=self._cfg.max_objects_per_volume,
+                max_file_size=self._cfg.max_file_size,
+            )
+            changed = await asyncio.to_thread(
+                functools.partial(atomic_writer.write_payloads, group=req.mount_group), target, result.files
+            )
+        except (limits.LimitExceeded, atomic_writer.PayloadError, OSError) as err:
+            raise errors.failed(str(err), errors.FILE_WRITE_ERROR) from err
+        try:
+            await self._statuses.upsert(pod, spc_name, str(target), result.versions)
+        except ApiError as err:
+            raise errors.failed(
+                f"failed to create secret provider class pod status for pod {_who(pod)}, err: {err}",
+                errors.FAILED_TO_MOUNT,
+            ) from err
+        state = VolumeState(
             target=str(target),
             pod=pod,
             spc_name=spc_name,
@@ -278,23 +295,14 @@ class Publisher:
             spc_generation=spc.generation,
             versions=dict(result.versions),
         )
-        if state is None:
+        if previous is None:
             self._spcs.acquire(pod.namespace)
-        self.volumes.put(new_state)
-        if remount and changed:
-            log.info(
-                "volume refreshed", extra={"target_path": str(target), "pod": f"{pod.namespace}/{pod.name}"}
-            )
-        if remount and state is not None and state.versions != new_state.versions:
-            self._events.pod_event(
-                pod,
-                NORMAL,
-                "MountRotationComplete",
-                f"successfully rotated mounted contents for spc {spc_name}",
-            )
+        self.volumes.put(state)
+        return state, changed
+
+    async def _notify(self, state: VolumeState, spc: SecretProviderClass) -> None:
         for listener in self.listeners:
-            await listener(new_state, spc)
-        return spc.provider
+            await listener(state, spc)
 
     @staticmethod
     def _cleanup_failed_mount(target: Path) -> None:
@@ -348,6 +356,14 @@ def token_values(tokens: str) -> list[str]:
     if not isinstance(doc, dict):
         return [tokens]
     return [str(v["token"]) for v in doc.values() if isinstance(v, dict) and v.get("token")]
+
+
+def _who(pod: PodRef) -> str:
+    return f"{pod.namespace}/{pod.name}"
+
+
+def _slot_key(pod: PodRef) -> str:
+    return pod.uid or _who(pod)
 
 
 def _remove_contents(directory: Path) -> None:

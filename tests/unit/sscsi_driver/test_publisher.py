@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sscsi_driver import mounter
 from sscsi_driver.errors import DriverError
+from sscsi_driver.models import SPC_ATTRIBUTE
+from sscsi_driver.publisher import Publisher
 from sscsi_proto import provider_pb2
 
 from unit.sscsi_driver.fakes import ScriptedProvider, kubelet_dirs, make_publisher, request, unmount_all
@@ -146,5 +149,66 @@ def test_concurrent_publish_of_one_target_mounts_once(
         asyncio.run(run())
         assert mounter.mounts_under(target) == [target]
         assert len(locks) == 0
+    finally:
+        unmount_all(root)
+
+
+def _count(publisher: Publisher, name: str) -> float:
+    registry = publisher._metrics.registry
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == f"{name}_total"
+    )
+
+
+def test_first_publish_and_refresh_report_their_own_outcomes(
+    tmp_path: Path, provider_socket: tuple[Path, ScriptedProvider]
+) -> None:
+    """First publish: a provider failure fails the call with upstream's wording, once, and leaves no
+    mount; a missing SPC is reported as such. Refresh: counted as a rotation, failures masked."""
+    sock_dir, provider = provider_socket
+    root, target = kubelet_dirs(tmp_path)
+    publisher, events = make_publisher(root, sock_dir, rotation=True)
+    bad = provider_pb2.MountResponse(files=[provider_pb2.File(path="../x", contents=b"x")])
+    good = provider_pb2.MountResponse(
+        files=[provider_pb2.File(path="a", contents=b"1")],
+        object_version=[provider_pb2.ObjectVersion(id="a", version="1")],
+    )
+    rotated = provider_pb2.MountResponse(
+        files=[provider_pb2.File(path="a", contents=b"2")],
+        object_version=[provider_pb2.ObjectVersion(id="a", version="2")],
+    )
+    no_spc = replace(
+        request(target), volume_context={**request(target).volume_context, SPC_ATTRIBUTE: "missing"}
+    )
+
+    async def run() -> tuple[DriverError, DriverError]:
+        provider.response = bad
+        with pytest.raises(DriverError) as failed:
+            await publisher.publish(request(target))
+        with pytest.raises(DriverError) as missing:
+            await publisher.publish(no_spc)
+        provider.response = good
+        await publisher.publish(request(target))
+        provider.response = rotated
+        await publisher.publish(request(target))
+        provider.response = bad
+        await publisher.publish(request(target))  # masked
+        await publisher._providers.close()
+        return failed.value, missing.value
+
+    try:
+        failed, missing = asyncio.run(run())
+        assert failed.message.startswith("failed to mount secrets store objects for pod ns/p, err: ")
+        assert failed.message.count("failed to mount secrets store objects") == 1
+        assert missing.message.startswith("failed to get secretproviderclass ns/missing")
+        assert (target / "a").read_text() == "2"
+        assert _count(publisher, "node_publish") == 2  # first publish + one good refresh
+        assert _count(publisher, "node_publish_error") == 3
+        assert _count(publisher, "rotation_reconcile") == 1
+        assert _count(publisher, "rotation_reconcile_error") == 1
+        assert events.events == [("Normal", "MountRotationComplete"), ("Warning", "MountRotationFailed")]
     finally:
         unmount_all(root)
