@@ -34,7 +34,10 @@ KWOK_LABEL = "sscsi.test/kwok"
 OPERATOR_SA = "secrets-store-csi-operator"
 MANAGED = "app.kubernetes.io/managed-by=secrets-store-csi-operator"
 CHILD_KINDS = "daemonsets,services,serviceaccounts"
-CLUSTER_CHILD_KINDS = "csidrivers,clusterroles,clusterrolebindings"
+CLUSTER_CHILD_KINDS = (
+    "csidrivers,clusterroles,clusterrolebindings,"
+    "validatingadmissionpolicies,validatingadmissionpolicybindings"
+)
 # How long a module waits for another run's operator tests (within pytest's per-test timeout).
 LOCK_WAIT_SECONDS = 270
 # The periodic pass of the operator under test; drift must be repaired within about this.

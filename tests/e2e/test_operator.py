@@ -350,7 +350,11 @@ def test_deleting_the_cr_removes_everything_then_releases_it(
     wait_until("the ClusterCSIDriver to be released", lambda: get_cr(cluster) is None, timeout=30)
     selector = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
     for kinds, scope in (
-        ("csidrivers,clusterroles,clusterrolebindings", []),
+        (
+            "csidrivers,clusterroles,clusterrolebindings,"
+            "validatingadmissionpolicies,validatingadmissionpolicybindings",
+            [],
+        ),
         ("daemonsets,services,serviceaccounts", ["-n", namespace]),
     ):
         leftovers = kubectl_json(cluster, kinds, "-l", selector, *scope)
