@@ -34,29 +34,81 @@ USER_AGENT = f"secrets-store-csi-py/driver/{__version__}"
 
 
 async def run(cfg: Config) -> None:
+    """Serve until SIGTERM/SIGINT. Everything started is stopped in reverse order, also when
+    startup fails half-way (a taken metrics port, an unreachable apiserver...)."""
     if not cfg.node_id:
         raise SystemExit("--nodeid is required (the DaemonSet passes $(KUBE_NODE_NAME))")
-    api = KubeApi.from_config(cfg.kubeconfig, USER_AGENT)
-    spcps_cache = Informer(api, SPCPS, labels={NODE_LABEL: cfg.node_id})
-    spcps_cache.start()
-    spcs = NamespacedCache(api, SPC)
-    metrics = Metrics()
-    heartbeat = Heartbeat()
-    providers = ProviderClients(
-        cfg.provider_dirs,
-        cfg.max_call_recv_msg_size,
-        cfg.provider_timeout,
-        allowed_uids=cfg.provider_socket_allowed_uids,
-    )
-    events = EventRecorder(api, "csi-secrets-store-driver", cfg.node_id)
-    publisher = Publisher(
-        cfg,
-        providers=providers,
-        spcs=spcs,
-        statuses=PodStatusWriter(api, spcps_cache, cfg.node_id),
-        events=events,
-        metrics=metrics,
-    )
+    async with contextlib.AsyncExitStack() as stack:
+        api = KubeApi.from_config(cfg.kubeconfig, USER_AGENT)
+        stack.push_async_callback(api.close)
+        spcps_cache = Informer(api, SPCPS, labels={NODE_LABEL: cfg.node_id})
+        spcps_cache.start()
+        stack.push_async_callback(spcps_cache.stop)
+        spcs = NamespacedCache(api, SPC)
+        stack.push_async_callback(spcs.stop)
+        providers = ProviderClients(
+            cfg.provider_dirs,
+            cfg.max_call_recv_msg_size,
+            cfg.provider_timeout,
+            allowed_uids=cfg.provider_socket_allowed_uids,
+        )
+        stack.push_async_callback(providers.close)
+        events = EventRecorder(api, "csi-secrets-store-driver", cfg.node_id)
+        stack.push_async_callback(events.drain)
+        metrics = Metrics()
+        heartbeat = Heartbeat()
+        publisher = Publisher(
+            cfg,
+            providers=providers,
+            spcs=spcs,
+            statuses=PodStatusWriter(api, spcps_cache, cfg.node_id),
+            events=events,
+            metrics=metrics,
+        )
+        if cfg.enable_secret_sync:
+            syncer = _secret_syncer(cfg, api, spcps_cache, spcs, events, metrics, publisher)
+            stack.push_async_callback(syncer.stop)
+
+        http = serve(cfg.metrics_addr, metrics.registry, heartbeat)
+        stack.callback(http.shutdown)
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(_beat(heartbeat), name="heartbeat")]
+        if cfg.provider_health_check:
+            check = providers.run_health_checks(cfg.provider_health_check_interval)
+            tasks.append(asyncio.create_task(check, name="provider-health-checks"))
+        stack.push_async_callback(_cancel, tasks)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            stack.callback(loop.remove_signal_handler, sig)
+        await _start_csi_server(cfg, publisher, stack)  # started last, stopped first
+        log.info(
+            "driver started",
+            extra={
+                "version": __version__,
+                "endpoint": cfg.endpoint,
+                "node": cfg.node_id,
+                "driver": cfg.driver_name,
+                "rotation": cfg.enable_secret_rotation,
+                "rotation_poll_interval_s": cfg.rotation_poll_interval,
+                "secret_sync": cfg.enable_secret_sync,
+                "metrics_addr": f"{http.server_address[0]!s}:{http.server_address[1]}",
+            },
+        )
+        await stop.wait()
+        log.info("shutting down")
+
+
+def _secret_syncer(
+    cfg: Config,
+    api: KubeApi,
+    spcps_cache: Informer,
+    spcs: NamespacedCache,
+    events: EventRecorder,
+    metrics: Metrics,
+    publisher: Publisher,
+) -> SecretSyncer:
+    """Secret sync, registered as the publisher's listener."""
 
     async def lookup_spc(namespace: str, name: str) -> SecretProviderClass | None:
         """Another SPC of the pod's namespace, from the same per-namespace cache the publisher uses."""
@@ -67,75 +119,52 @@ async def run(cfg: Config) -> None:
                 return None
             raise
 
-    syncer: SecretSyncer | None = None
-    if cfg.enable_secret_sync:
-        syncer = SecretSyncer(
-            api,
-            cfg.node_id,
-            spcps=spcps_cache,
-            events=events,
-            metrics=metrics,
-            is_mounted=lambda target: publisher.volumes.get(target) is not None,
-            lookup=lookup_spc,
-            max_secret_objects=cfg.max_objects_per_volume,
-        )
-        publisher.listeners.append(syncer.on_volume)
-        publisher.unpublish_listeners.append(syncer.forget)
+    syncer = SecretSyncer(
+        api,
+        cfg.node_id,
+        spcps=spcps_cache,
+        events=events,
+        metrics=metrics,
+        is_mounted=lambda target: publisher.volumes.get(target) is not None,
+        lookup=lookup_spc,
+        max_secret_objects=cfg.max_objects_per_volume,
+    )
+    publisher.listeners.append(syncer.on_volume)
+    publisher.unpublish_listeners.append(syncer.forget)
+    return syncer
 
+
+async def _start_csi_server(cfg: Config, publisher: Publisher, stack: contextlib.AsyncExitStack) -> None:
+    """The CSI services on the unix socket; on the way out the server stops (5 s grace for RPCs in
+    flight), then the socket file is removed."""
     socket_path = unix_socket_path(cfg.endpoint)
     Path(socket_path).parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
+    stack.callback(_unlink_quietly, socket_path)
     server = grpc.aio.server()
     csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(cfg.driver_name, __version__), server)
     csi_pb2_grpc.add_NodeServicer_to_server(NodeService(cfg.node_id, publisher), server)
     server.add_insecure_port(f"unix:{socket_path}")
-    http = serve(cfg.metrics_addr, metrics.registry, heartbeat)
-
-    tasks: list[asyncio.Task[None]] = []
-    if cfg.provider_health_check:
-        tasks.append(asyncio.create_task(providers.run_health_checks(cfg.provider_health_check_interval)))
-
-    async def beat() -> None:
-        while True:
-            heartbeat.beat()
-            await asyncio.sleep(5)
-
-    tasks.append(asyncio.create_task(beat()))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
     await server.start()
-    log.info(
-        "driver started",
-        extra={
-            "version": __version__,
-            "endpoint": cfg.endpoint,
-            "node": cfg.node_id,
-            "driver": cfg.driver_name,
-            "rotation": cfg.enable_secret_rotation,
-            "rotation_poll_interval_s": cfg.rotation_poll_interval,
-            "secret_sync": cfg.enable_secret_sync,
-            "metrics_addr": f"{http.server_address[0]!s}:{http.server_address[1]}",
-        },
-    )
-    await stop.wait()
-    log.info("shutting down")
-    await server.stop(grace=5)
+    stack.push_async_callback(server.stop, 5)
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+async def _beat(heartbeat: Heartbeat) -> None:
+    while True:
+        heartbeat.beat()
+        await asyncio.sleep(5)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
-    if syncer is not None:
-        await syncer.stop()
-    await events.drain()
-    await spcps_cache.stop()
-    await spcs.stop()
-    await providers.close()
-    await api.close()
-    http.shutdown()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(socket_path)
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> int:

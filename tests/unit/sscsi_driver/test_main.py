@@ -1,0 +1,85 @@
+"""main.run: everything it starts is stopped, after SIGTERM and when startup fails half-way."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sscsi_driver import main
+from sscsi_driver.config import Config, parse_config
+from sscsi_driver.metrics import Metrics
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Config]:
+    """A driver whose apiserver refuses connections (port 1): caches retry in the background."""
+    monkeypatch.setattr(main, "Metrics", lambda: Metrics(CollectorRegistry()))  # one run per process
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    (tmp_path / "providers").mkdir()
+    config, _ = parse_config(
+        [
+            f"--endpoint=unix://{tmp_path}/csi/csi.sock",
+            "--nodeid=node-a",
+            f"--kubeconfig={kubeconfig}",
+            f"--provider-volume={tmp_path}/providers",
+            f"--kubelet-root-dir={tmp_path}/kubelet",
+            "--metrics-addr=127.0.0.1:0",
+            "--provider-health-check=true",
+        ]
+    )
+    yield config
+
+
+def _others() -> set[asyncio.Task[object]]:
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def _settled(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
+    for _ in range(50):
+        left = {t for t in _others() - before if not t.done()}
+        if not left:
+            return left
+        await asyncio.sleep(0.02)
+    return left
+
+
+async def test_sigterm_stops_everything_and_removes_the_socket(cfg: Config, tmp_path: Path) -> None:
+    before = _others()
+    sock = tmp_path / "csi" / "csi.sock"
+    running = asyncio.create_task(main.run(cfg))
+    for _ in range(200):
+        if sock.exists():
+            break
+        await asyncio.sleep(0.02)
+    assert sock.exists(), "the CSI socket never appeared"
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(running, 20)
+    assert not sock.exists()
+    assert await _settled(before | {running}) == set(), "tasks left running after shutdown"
+    assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)  # handler was removed
+
+
+async def test_failed_startup_stops_what_was_started(cfg: Config, tmp_path: Path) -> None:
+    before = _others()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        host, port = taken.getsockname()
+        cfg = dataclasses.replace(cfg, metrics_addr=f"{host}:{port}")
+        with pytest.raises(OSError):
+            await main.run(cfg)
+    assert await _settled(before) == set(), "caches or other tasks left running after a failed start"
+    assert not (tmp_path / "csi" / "csi.sock").exists()
