@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from pathlib import Path
@@ -32,3 +33,15 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     yield w
     await w.syncer.stop()
     await w.events.drain()
+
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """A self-signed certificate and its key (PEM): (key, cert)."""
+    d = tmp_path_factory.mktemp("pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
+         "-keyout", str(d / "k"), "-out", str(d / "c")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return (d / "k").read_bytes(), (d / "c").read_bytes()

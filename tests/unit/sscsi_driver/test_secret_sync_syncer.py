@@ -5,20 +5,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import subprocess
 from pathlib import Path
 
 import pytest
-from sscsi_driver import atomic_writer
 from sscsi_driver.kube.api import SECRET, SPCPS, ApiError, Obj, Resource
 from sscsi_driver.models import (
     MANAGED_LABEL,
     NODE_LABEL,
     PodRef,
-    SecretKeyRef,
-    SecretObject,
 )
-from sscsi_driver.secret_desired import DesiredSecret, SyncError, build_secret, merge_owners
 from sscsi_driver.secret_writer import FAILED_REASON
 from sscsi_driver.sync_ownership import DEFINITION_ANNOTATION, OWNER_ANNOTATION, definition_hash
 
@@ -35,88 +30,6 @@ from unit.sscsi_driver.sync_world import (
     rs_owner,
     spc,
 )
-
-# ---- building data ----
-
-
-def test_build_secret_reads_files_and_aliases(tmp_path: Path) -> None:
-    World.write(tmp_path, {"foo": b"secret", "certs/alias.pem": b"\x00\xffbinary"})
-    files = atomic_writer.read_mounted_files(tmp_path)
-    obj = SecretObject(
-        " mysecret ",
-        " Opaque ",
-        labels={"environment": "test"},
-        annotations={"team": "a"},
-        data=(SecretKeyRef(" foo ", " username "), SecretKeyRef("certs/alias.pem", "blob")),
-    )
-    desired = build_secret(obj, files)
-    assert desired == DesiredSecret(
-        name="mysecret",
-        type="Opaque",
-        data={"username": b64(b"secret"), "blob": b64(b"\x00\xffbinary")},
-        labels={"environment": "test", MANAGED_LABEL: "true"},
-        annotations={"team": "a"},
-    )
-    assert b64(b"secret") not in repr(desired)  # data is kept out of reprs
-
-
-def test_managed_label_cannot_be_overridden(tmp_path: Path) -> None:
-    World.write(tmp_path, {"foo": b"x"})
-    obj = opaque(labels={MANAGED_LABEL: "false"})
-    assert build_secret(obj, atomic_writer.read_mounted_files(tmp_path)).labels[MANAGED_LABEL] == "true"
-
-
-@pytest.mark.parametrize(
-    ("obj", "message"),
-    [
-        (opaque(type=""), "type is not set for Secret foosecret"),
-        (opaque(type="  "), "type is not set for Secret foosecret"),
-        (opaque("s", ("missing", "k")), "file matching objectName missing not found in the pod"),
-        (SecretObject("", "Opaque", data=(SecretKeyRef("foo", "k"),)), "secretName is not set"),
-        (SecretObject("s", "Opaque"), "data is not set for Secret s"),
-        (opaque("s", ("", "k")), "objectName is not set"),
-        (opaque("s", ("foo", " ")), "key is not set for objectName foo"),
-        (opaque("s", ("foo", "k"), ("foo", "k")), "key k appears more than once"),
-        (opaque("s", ("foo", "other"), type="kubernetes.io/tls"), "key other is not allowed"),
-        (opaque("s", ("foo", "tls.key"), type="kubernetes.io/tls"), "bad TLS material in objectName foo"),
-    ],
-)
-def test_build_secret_errors(tmp_path: Path, obj: SecretObject, message: str) -> None:
-    World.write(tmp_path, {"foo": PLANTED})
-    with pytest.raises(SyncError, match=message) as info:
-        build_secret(obj, atomic_writer.read_mounted_files(tmp_path))
-    assert PLANTED.decode() not in info.value.message
-
-
-@pytest.fixture(scope="module")
-def pem(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    d = tmp_path_factory.mktemp("pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
-         "-keyout", str(d / "k"), "-out", str(d / "c")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return (d / "k").read_bytes(), (d / "c").read_bytes()
-
-
-def test_build_tls_secret(tmp_path: Path, pem: tuple[bytes, bytes]) -> None:
-    key, cert = pem
-    World.write(tmp_path, {"bundle": cert + key})
-    obj = opaque("tls", ("bundle", "tls.key"), ("bundle", "tls.crt"), type="kubernetes.io/tls")
-    desired = build_secret(obj, atomic_writer.read_mounted_files(tmp_path))
-    assert desired.data == {"tls.key": b64(key), "tls.crt": b64(cert)}
-    with pytest.raises(SyncError, match=r"needs both tls\.crt and tls\.key"):
-        build_secret(
-            opaque("tls", ("bundle", "tls.crt"), type="kubernetes.io/tls"),
-            atomic_writer.read_mounted_files(tmp_path),
-        )
-
-
-def test_merge_owners_never_drops() -> None:
-    existing = [rs_owner("a"), {"apiVersion": "v1", "kind": "X", "name": "x", "uid": "x1"}]
-    merged = merge_owners(existing, [ref_of(rs_owner("b")), ref_of(rs_owner("a"))])
-    assert merged == [*existing, ref_of(rs_owner("b"))]
-
 
 # ---- the syncer ----
 
