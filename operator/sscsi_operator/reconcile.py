@@ -35,9 +35,9 @@ from .kube import (
     Kind,
     KubeClient,
 )
-from .model import ManagementState, OperatorSpec, SpecError, parse_spec
 from .render import NAMES, ClusterFacts, Owner, render
 from .settings import Settings
+from .spec import ManagementState, OperatorSpec, SpecError, parse_spec
 from .status import Observation, build_status
 from .volume_profile import ProfileEnforcement, profile_enforcement
 

@@ -13,7 +13,6 @@ from typing import Any
 import jinja2
 import yaml
 
-from .model import OS_LABEL, OperatorSpec
 from .names import (
     API_VERSION,
     CONFIG_HASH_ANNOTATION,
@@ -25,6 +24,7 @@ from .names import (
     PART_OF_LABEL,
 )
 from .settings import Settings
+from .spec import OS_LABEL, OperatorSpec
 
 Manifest = dict[str, Any]
 

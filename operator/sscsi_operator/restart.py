@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .kube import DAEMON_SET, POD, ApiError, Kind, KubeClient, Obj
-from .model import OperatorSpec, SpecError, parse_spec
 from .names import OPERATOR_NAME
 from .restart_policy import (
     EVENT_REASON,
@@ -37,6 +36,7 @@ from .restart_policy import (
     Workload,
     version_changes,
 )
+from .spec import OperatorSpec, SpecError, parse_spec
 
 log = logging.getLogger(__name__)
 

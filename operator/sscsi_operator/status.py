@@ -9,8 +9,8 @@ from typing import Any
 
 from .apply import NODE_SERVICE, STATIC_RESOURCES, Failure, ObjectKey
 from .consumers import DriverUsers
-from .model import ManagementState
 from .names import CONFIG_HASH_ANNOTATION
+from .spec import ManagementState
 from .volume_profile import CONDITION as PROFILE_ENFORCED
 from .volume_profile import ProfileEnforcement
 

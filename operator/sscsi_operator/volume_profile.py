@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .apply import Failure
-from .model import OperatorSpec
 from .render import NAMES, ClusterFacts
+from .spec import OperatorSpec
 
 CONDITION = "EphemeralVolumeProfileEnforced"
 POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")

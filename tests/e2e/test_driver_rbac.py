@@ -26,9 +26,9 @@ from cluster import Cluster
 from harness.env import csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, wait_for
 from sscsi_driver.kube.api import POD, SECRET, SPC, SPCPS, ApiError
-from sscsi_operator.model import parse_spec
 from sscsi_operator.render import render
 from sscsi_operator.settings import Settings
+from sscsi_operator.spec import parse_spec
 
 DRIVER_ROLES = ("secretproviderclasses-role", "secretprovidersyncing-role")
 

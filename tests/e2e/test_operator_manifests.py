@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from cluster import Cluster
 from operator_fixtures import CR_RESOURCE, operator_crds
-from sscsi_operator.model import parse_spec
 from sscsi_operator.render import ClusterFacts, Owner, render
 from sscsi_operator.settings import Settings
+from sscsi_operator.spec import parse_spec
 
 __all__ = ["operator_crds"]  # a fixture, imported for pytest
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from cluster import Cluster
-from sscsi_operator.model import parse_spec
 from sscsi_operator.render import NAMES, render
 from sscsi_operator.settings import Settings
+from sscsi_operator.spec import parse_spec
 
 
 def rbac_objects(namespace: str, spec: dict[str, Any]) -> list[dict[str, Any]]:

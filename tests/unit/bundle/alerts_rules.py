@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sscsi_operator import render, settings
-from sscsi_operator.model import OperatorSpec
+from sscsi_operator.spec import OperatorSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 NAMESPACE = "secrets-store-csi-driver"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sscsi_operator import handlers, kube, names, render, restart, settings
-from sscsi_operator.model import OperatorSpec
+from sscsi_operator.spec import OperatorSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 Obj = dict[str, Any]

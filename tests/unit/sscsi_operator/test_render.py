@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from sscsi_driver.config import parse_config
-from sscsi_operator.model import parse_spec
 from sscsi_operator.names import CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, OPERATOR_NAME
 from sscsi_operator.render import NAMES, ClusterFacts, Owner, config_hash, go_duration, render
 from sscsi_operator.settings import (
@@ -17,6 +16,7 @@ from sscsi_operator.settings import (
     DEFAULT_REGISTRAR_IMAGE,
     Settings,
 )
+from sscsi_operator.spec import parse_spec
 
 NAMESPACE = "sscsi-system"
 SETTINGS = Settings.from_environment(

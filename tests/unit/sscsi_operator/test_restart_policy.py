@@ -8,7 +8,6 @@ import itertools
 from typing import Any
 
 import pytest
-from sscsi_operator.model import SpecError, parse_spec
 from sscsi_operator.restart import RestartConfig, RestartController
 from sscsi_operator.restart_policy import (
     RESTART_ANNOTATION,
@@ -19,6 +18,7 @@ from sscsi_operator.restart_policy import (
     Workload,
     version_changes,
 )
+from sscsi_operator.spec import SpecError, parse_spec
 
 APP = Workload("ns", "Deployment", "app")
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sscsi_operator.apply import Failure, ObjectKey
 from sscsi_operator.consumers import DriverUsers
-from sscsi_operator.model import ManagementState
 from sscsi_operator.names import CONFIG_HASH_ANNOTATION
+from sscsi_operator.spec import ManagementState
 from sscsi_operator.status import Observation, build_status
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)

@@ -1,4 +1,4 @@
-"""The ClusterCSIDriver spec model: defaults, every field's parsing, and errors that name the field."""
+"""The ClusterCSIDriver spec: defaults, every field's parsing, and errors that name the field."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sscsi_operator.model import (
+from sscsi_operator.spec import (
     DEFAULT_TOLERATIONS,
     EphemeralVolumeProfile,
     LogLevel,
