@@ -20,10 +20,10 @@ import pytest
 from celpy import celtypes
 from sscsi_operator.apply import Failure, ObjectKey, child_kinds
 from sscsi_operator.kube import VALIDATING_ADMISSION_POLICY, VALIDATING_ADMISSION_POLICY_BINDING
-from sscsi_operator.spec import EphemeralVolumeProfile, SpecError, parse_spec
 from sscsi_operator.names import MANAGED_BY_LABEL, OPERATOR_NAME
 from sscsi_operator.render import NAMES, ClusterFacts, Owner, render
 from sscsi_operator.settings import Settings
+from sscsi_operator.spec import EphemeralVolumeProfile, SpecError, parse_spec
 from sscsi_operator.status import Observation, build_status
 from sscsi_operator.volume_profile import CONDITION, profile_enforcement
 
