@@ -19,13 +19,24 @@ import celpy
 import pytest
 from celpy import celtypes
 from sscsi_operator.apply import Failure, ObjectKey, child_kinds
-from sscsi_operator.kube import VALIDATING_ADMISSION_POLICY, VALIDATING_ADMISSION_POLICY_BINDING
+from sscsi_operator.kube import (
+    SECURITY_CONTEXT_CONSTRAINTS,
+    VALIDATING_ADMISSION_POLICY,
+    VALIDATING_ADMISSION_POLICY_BINDING,
+    Kind,
+)
 from sscsi_operator.names import MANAGED_BY_LABEL, OPERATOR_NAME
+from sscsi_operator.reconcile import Reconciler, Trigger
 from sscsi_operator.render import NAMES, ClusterFacts, Owner, render
 from sscsi_operator.settings import Settings
 from sscsi_operator.spec import EphemeralVolumeProfile, SpecError, parse_spec
 from sscsi_operator.status import Observation, build_status
 from sscsi_operator.volume_profile import CONDITION, profile_enforcement
+
+from unit.sscsi_operator.test_reconcile import SETTINGS as RECONCILE_SETTINGS
+from unit.sscsi_operator.test_reconcile import FakeKube
+from unit.sscsi_operator.test_reconcile import conditions as fake_conditions
+from unit.sscsi_operator.test_reconcile import cr as fake_cr
 
 SETTINGS = Settings.from_environment({"OPERAND_NAMESPACE": "sscsi-system", "DRIVER_IMAGE": "example.com/d:1"})
 OWNER = Owner(name="secrets-store.csi.k8s.io", uid="0b7e2f52-0000-4000-8000-000000000002")
@@ -301,3 +312,70 @@ def test_the_condition_is_reported_when_known() -> None:
         Observation(generation=1, management_state=None), previous=None, version="0", now=now
     )
     assert CONDITION not in {c["type"] for c in without["conditions"]}
+
+
+# --- reconcile -------------------------------------------------------------------------------------
+
+
+class ServingKube(FakeKube):
+    """The in-memory apiserver of test_reconcile, serving the given API kinds."""
+
+    def __init__(self, *served: Kind) -> None:
+        super().__init__()
+        self.served = set(served)
+
+    async def serves(self, kind: Kind) -> bool:
+        return kind in self.served
+
+
+POLICY_KEY = ObjectKey("ValidatingAdmissionPolicy", "", NAMES.volume_profile_policy)
+BINDING_KEY = ObjectKey("ValidatingAdmissionPolicyBinding", "", NAMES.volume_profile_policy)
+
+
+def rendered_profile(kube: FakeKube) -> str:
+    variables = {v["name"]: v["expression"] for v in kube.objects[POLICY_KEY]["spec"]["variables"]}
+    return str(variables["profile"]).strip("'")
+
+
+def profile_cr(generation: int, profile: str, **extra: Any) -> dict[str, Any]:
+    return fake_cr(generation, driverConfig={"secretsStore": {"ephemeralVolumeProfile": profile}}, **extra)
+
+
+async def test_a_pass_applies_the_policy_follows_the_profile_and_removal_deletes_it() -> None:
+    kube = ServingKube(VALIDATING_ADMISSION_POLICY)
+    reconciler = Reconciler(kube, RECONCILE_SETTINGS)  # type: ignore[arg-type]
+    assert (await reconciler.reconcile(profile_cr(1, "restricted"), trigger=Trigger.SPEC)).ok
+    assert {POLICY_KEY, BINDING_KEY} <= set(kube.objects) and rendered_profile(kube) == "restricted"
+    assert fake_conditions(kube)[CONDITION] == ("True", "ValidatingAdmissionPolicy")
+
+    assert (await reconciler.reconcile(profile_cr(2, "privileged"), trigger=Trigger.SPEC)).ok
+    assert rendered_profile(kube) == "privileged"
+    [message] = [c["message"] for c in kube.statuses[-1]["conditions"] if c["type"] == CONDITION]
+    assert "profile privileged" in message
+
+    del kube.objects[BINDING_KEY]  # drift
+    await reconciler.reconcile(profile_cr(2, "privileged"), trigger=Trigger.RESYNC)
+    assert BINDING_KEY in kube.objects
+
+    await reconciler.reconcile(profile_cr(3, "privileged", managementState="Removed"), trigger=Trigger.SPEC)
+    assert POLICY_KEY not in kube.objects and BINDING_KEY not in kube.objects
+    assert CONDITION not in fake_conditions(kube)
+
+
+async def test_on_openshift_no_policy_is_rendered_and_an_old_one_is_pruned() -> None:
+    kube = ServingKube(VALIDATING_ADMISSION_POLICY)
+    reconciler = Reconciler(kube, RECONCILE_SETTINGS)  # type: ignore[arg-type]
+    await reconciler.reconcile(profile_cr(1, "baseline"), trigger=Trigger.SPEC)
+    assert POLICY_KEY in kube.objects
+    kube.served.add(SECURITY_CONTEXT_CONSTRAINTS)  # e.g. the same objects restored on OpenShift
+    assert (await reconciler.reconcile(profile_cr(2, "baseline"), trigger=Trigger.SPEC)).ok
+    assert POLICY_KEY not in kube.objects and BINDING_KEY not in kube.objects
+    assert fake_conditions(kube)[CONDITION] == ("True", "OpenShiftAdmissionPlugin")
+
+
+async def test_without_admission_policies_the_profile_is_reported_unenforced() -> None:
+    kube = ServingKube()
+    reconciler = Reconciler(kube, RECONCILE_SETTINGS)  # type: ignore[arg-type]
+    assert (await reconciler.reconcile(profile_cr(1, "baseline"), trigger=Trigger.SPEC)).ok
+    assert POLICY_KEY not in kube.objects
+    assert fake_conditions(kube)[CONDITION] == ("False", "AdmissionPoliciesNotServed")
