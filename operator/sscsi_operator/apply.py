@@ -66,13 +66,15 @@ class Failure:
 
 
 @dataclass
-class SyncResult:
+class ApplyResult:
+    """What one apply, prune or removal pass over the child objects changed, and what failed."""
+
     changes: list[Change] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     # Objects still present after a removal pass.
     remaining: list[ObjectKey] = field(default_factory=list)
 
-    def extend(self, other: SyncResult) -> None:
+    def extend(self, other: ApplyResult) -> None:
         self.changes += other.changes
         self.failures += other.failures
         self.remaining += other.remaining
@@ -100,8 +102,8 @@ async def observe(client: KubeClient, namespace: str, kinds: Iterable[Kind]) -> 
     return live
 
 
-async def apply_all(client: KubeClient, desired: Sequence[Obj], live: Mapping[ObjectKey, Obj]) -> SyncResult:
-    result = SyncResult()
+async def apply_all(client: KubeClient, desired: Sequence[Obj], live: Mapping[ObjectKey, Obj]) -> ApplyResult:
+    result = ApplyResult()
     for manifest in desired:
         key = ObjectKey.of(manifest)
         try:
@@ -126,7 +128,7 @@ async def apply_all(client: KubeClient, desired: Sequence[Obj], live: Mapping[Ob
     return result
 
 
-async def prune(client: KubeClient, desired: Sequence[Obj], live: Mapping[ObjectKey, Obj]) -> SyncResult:
+async def prune(client: KubeClient, desired: Sequence[Obj], live: Mapping[ObjectKey, Obj]) -> ApplyResult:
     """Delete the children that carry the operator's label but are no longer rendered."""
     wanted = {ObjectKey.of(manifest) for manifest in desired}
     stale = [obj for key, obj in live.items() if key not in wanted]
@@ -139,7 +141,7 @@ async def remove_all(
     kinds: Sequence[Kind],
     candidates: Sequence[Obj],
     owner_uid: str | None,
-) -> SyncResult:
+) -> ApplyResult:
     """Delete every child: those labelled as ours, and the rendered names we own but that lost the label.
 
     `remaining` lists what still exists afterwards (e.g. held by someone else's finalizer).
@@ -166,8 +168,8 @@ async def remove_all(
     return result
 
 
-async def _delete(client: KubeClient, objs: Iterable[Obj]) -> SyncResult:
-    result = SyncResult()
+async def _delete(client: KubeClient, objs: Iterable[Obj]) -> ApplyResult:
+    result = ApplyResult()
     for obj in objs:
         key = ObjectKey.of(obj)
         try:

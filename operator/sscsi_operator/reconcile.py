@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 
-from .apply import Failure, ObjectKey, SyncResult, apply_all, child_kinds, observe, prune, remove_all
+from .apply import ApplyResult, Failure, ObjectKey, apply_all, child_kinds, observe, prune, remove_all
 from .consumers import DriverUsers, find_driver_users, removal_forced
 from .kube import (
     CLUSTER_CSI_DRIVER,
@@ -151,18 +151,18 @@ class Reconciler:
         enforcement: ProfileEnforcement | None = None
         try:
             if state is ManagementState.UNMANAGED:
-                result = SyncResult()
+                result = ApplyResult()
             elif state is ManagementState.REMOVED:
                 trigger = Trigger.REMOVAL
                 waiting = await self._users_holding_removal(body)
-                result = SyncResult() if waiting else await self._remove(body)
+                result = ApplyResult() if waiting else await self._remove(body)
             else:
-                result, facts = await self._sync(spec, body)
+                result, facts = await self._apply(spec, body)
                 enforcement = profile_enforcement(spec, facts, result.failures)
             daemonset = await self._client.get(DAEMON_SET, NAMES.daemonset, self._settings.namespace)
         except (ApiError, httpx2.HTTPError) as err:
             key = ObjectKey(CLUSTER_CSI_DRIVER.kind, "", body["metadata"]["name"])
-            result, daemonset = SyncResult(failures=[Failure(key, "reconcile", str(err))]), None
+            result, daemonset = ApplyResult(failures=[Failure(key, "reconcile", str(err))]), None
         await self._report(body, result, trigger)
         await self._report_waiting(body, waiting)
         observation = Observation(
@@ -221,7 +221,7 @@ class Reconciler:
             await serves(VALIDATING_ADMISSION_POLICY),
         )
 
-    async def _sync(self, spec: OperatorSpec, body: Mapping[str, Any]) -> tuple[SyncResult, ClusterFacts]:
+    async def _apply(self, spec: OperatorSpec, body: Mapping[str, Any]) -> tuple[ApplyResult, ClusterFacts]:
         kinds = await self._child_kinds()
         live = await observe(self._client, self._settings.namespace, kinds)
         csidriver = live.get(ObjectKey(CSI_DRIVER.kind, "", NAMES.csidriver))
@@ -239,7 +239,7 @@ class Reconciler:
         result.extend(await prune(self._client, desired, live))
         return result, facts
 
-    async def _remove(self, body: Mapping[str, Any]) -> SyncResult:
+    async def _remove(self, body: Mapping[str, Any]) -> ApplyResult:
         kinds = await self._child_kinds()
         # Every name the operator could have rendered, so a child that lost its label is found too.
         everything = render(
@@ -264,7 +264,7 @@ class Reconciler:
         except (ApiError, httpx2.HTTPError) as status_err:
             log.warning("Could not report the invalid spec in the status: %s", status_err)
 
-    async def _report(self, body: Mapping[str, Any], result: SyncResult, trigger: Trigger) -> None:
+    async def _report(self, body: Mapping[str, Any], result: ApplyResult, trigger: Trigger) -> None:
         if result.changes:
             message = "; ".join(map(str, result.changes))
             log.info("%s: %s", trigger.event_reason, message)
