@@ -132,7 +132,7 @@ def write_payloads(target: Path, files: Sequence[Payload], *, group: int | None 
 
     old = _current_generation(target)
     if old is not None and _generation_holds(target / old, files, group):
-        _sync_links(target, top_names)
+        _align_links(target, top_names)
         return False
 
     try:
@@ -145,7 +145,7 @@ def write_payloads(target: Path, files: Sequence[Payload], *, group: int | None 
             recover(target)
         raise
 
-    _sync_links(target, top_names)
+    _align_links(target, top_names)
     if old is not None:
         shutil.rmtree(target / old, ignore_errors=True)
     return True
@@ -297,7 +297,7 @@ def _write_file(dir_fd: int, name: str, payload: Payload, group: int | None = No
         os.close(fd)
 
 
-def _sync_links(target: Path, top_names: set[str]) -> None:
+def _align_links(target: Path, top_names: set[str]) -> None:
     """Make the top-level links exactly `name -> ..data/name` for `top_names`; touch nothing already right."""
     for name in sorted(top_names):
         link = target / name

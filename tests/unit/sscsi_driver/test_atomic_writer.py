@@ -384,7 +384,7 @@ def _arm_kill(step: str) -> None:
     elif step == "rename":
         os.rename = _kill_self
     elif step == "links":
-        atomic_writer._sync_links = _kill_self
+        atomic_writer._align_links = _kill_self
     elif step == "old generation removal":
         shutil.rmtree = _kill_self  # type: ignore[assignment]
     else:
