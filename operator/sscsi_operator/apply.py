@@ -6,7 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .kube import (
+from sscsi_kube import ApiError, Applied, KubeClient, Obj, Resource
+
+from .kinds import (
     CHILD_KINDS,
     CSI_DRIVER,
     DAEMON_SET,
@@ -14,13 +16,9 @@ from .kube import (
     SERVICE_MONITOR,
     VALIDATING_ADMISSION_POLICY,
     VALIDATING_ADMISSION_POLICY_BINDING,
-    ApiError,
-    Kind,
-    KubeClient,
-    Obj,
     kind_of,
 )
-from .names import MANAGED_SELECTOR
+from .names import FIELD_MANAGER, MANAGED_SELECTOR
 
 STATIC_RESOURCES = "StaticResources"
 NODE_SERVICE = "NodeService"
@@ -82,7 +80,7 @@ class ApplyResult:
 
 def child_kinds(
     service_monitors: bool, prometheus_rules: bool = False, admission_policies: bool = False
-) -> tuple[Kind, ...]:
+) -> tuple[Resource, ...]:
     """The child kinds, without the optional ones the cluster does not serve (the monitoring CRDs;
     ValidatingAdmissionPolicies before Kubernetes 1.30)."""
     absent = {SERVICE_MONITOR} if not service_monitors else set()
@@ -93,11 +91,12 @@ def child_kinds(
     return tuple(kind for kind in CHILD_KINDS if kind not in absent)
 
 
-async def observe(client: KubeClient, namespace: str, kinds: Iterable[Kind]) -> dict[ObjectKey, Obj]:
+async def observe(client: KubeClient, namespace: str, kinds: Iterable[Resource]) -> dict[ObjectKey, Obj]:
     """The children that exist now, found by the operator's label."""
     live: dict[ObjectKey, Obj] = {}
     for kind in kinds:
-        for obj in await client.list(kind, namespace if kind.namespaced else None, MANAGED_SELECTOR):
+        listing = await client.list_all(kind, namespace if kind.namespaced else None, labels=MANAGED_SELECTOR)
+        for obj in listing.items:
             live[ObjectKey.of(obj)] = obj
     return live
 
@@ -107,15 +106,15 @@ async def apply_all(client: KubeClient, desired: Sequence[Obj], live: Mapping[Ob
     for manifest in desired:
         key = ObjectKey.of(manifest)
         try:
-            applied = await client.apply(manifest)
+            applied = await _apply(client, manifest)
         except ApiError as err:
             if not (err.immutable_field and kind_of(manifest) is CSI_DRIVER):
                 result.failures.append(Failure(key, "apply", err.message))
                 continue
             # attachRequired and volumeLifecycleModes cannot change in place: replace the object.
             try:
-                await client.delete(CSI_DRIVER, key.name)
-                applied = await client.apply(manifest)
+                await _delete_one(client, CSI_DRIVER, key.name, None)
+                applied = await _apply(client, manifest)
             except ApiError as retry_err:
                 result.failures.append(Failure(key, "apply", retry_err.message))
                 continue
@@ -138,7 +137,7 @@ async def prune(client: KubeClient, desired: Sequence[Obj], live: Mapping[Object
 async def remove_all(
     client: KubeClient,
     namespace: str,
-    kinds: Sequence[Kind],
+    kinds: Sequence[Resource],
     candidates: Sequence[Obj],
     owner_uid: str | None,
 ) -> ApplyResult:
@@ -154,7 +153,7 @@ async def remove_all(
         kind = kind_of(candidate)
         if kind not in kinds:
             continue
-        obj = await client.get(kind, key.name, key.namespace or None)
+        obj = await client.find(kind, key.name, key.namespace or None)
         if obj is not None and owner_uid is not None and _owned_by(obj, owner_uid):
             obj.setdefault("apiVersion", kind.api_version)
             obj.setdefault("kind", kind.kind)
@@ -163,7 +162,7 @@ async def remove_all(
     doomed = sorted(live.values(), key=lambda obj: order[obj["kind"]], reverse=True)
     result = await _delete(client, doomed)
     for key, obj in sorted(live.items()):
-        if await client.get(kind_of(obj), key.name, key.namespace or None) is not None:
+        if await client.find(kind_of(obj), key.name, key.namespace or None) is not None:
             result.remaining.append(key)
     return result
 
@@ -173,11 +172,24 @@ async def _delete(client: KubeClient, objs: Iterable[Obj]) -> ApplyResult:
     for obj in objs:
         key = ObjectKey.of(obj)
         try:
-            if await client.delete(kind_of(obj), key.name, key.namespace or None):
+            if await _delete_one(client, kind_of(obj), key.name, key.namespace or None):
                 result.changes.append(Change("deleted", key))
         except ApiError as err:
             result.failures.append(Failure(key, "delete", err.message))
     return result
+
+
+async def _apply(client: KubeClient, manifest: Obj) -> Applied:
+    """Server-side apply with the operator's field manager, taking over conflicting fields."""
+    return await client.apply(kind_of(manifest), manifest, field_manager=FIELD_MANAGER, force=True)
+
+
+async def _delete_one(client: KubeClient, kind: Resource, name: str, namespace: str | None) -> bool:
+    """Delete in the background (dependents such as pods go via the garbage collector).
+
+    False when the object was already gone.
+    """
+    return await client.delete(kind, name, namespace, propagation="Background", missing_ok=True)
 
 
 def _content(obj: Mapping[str, Any] | None) -> Any:

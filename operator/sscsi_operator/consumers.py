@@ -12,7 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .kube import POD, KubeClient
+from sscsi_kube import KubeClient
+
+from .kinds import POD
 from .names import DRIVER_NAME, FORCE_REMOVAL_ANNOTATION
 
 # Pods that have finished have had their volumes torn down (or will without the driver's help).
@@ -72,7 +74,7 @@ def driver_users(pods: Iterable[Mapping[str, Any]]) -> DriverUsers:
 
 async def find_driver_users(client: KubeClient) -> DriverUsers:
     """Every pod in the cluster that still uses the driver (one paged list of the unfinished pods)."""
-    return driver_users(await client.list_all(POD, None, field_selector=ACTIVE_PODS_SELECTOR))
+    return driver_users((await client.list_all(POD, None, fields=ACTIVE_PODS_SELECTOR)).items)
 
 
 def removal_forced(body: Mapping[str, Any]) -> bool:

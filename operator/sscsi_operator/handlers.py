@@ -20,16 +20,17 @@ import logging
 from typing import Any
 
 import kopf
+from sscsi_kube import KubeClient
 
 from . import restart_daemon
-from .kube import (
+from .kinds import (
     CHILD_KINDS,
     CLUSTER_CSI_DRIVER,
     PROMETHEUS_RULE,
     SERVICE_MONITOR,
     VALIDATING_ADMISSION_POLICY,
     VALIDATING_ADMISSION_POLICY_BINDING,
-    KubeClient,
+    connect,
 )
 from .names import (
     ANNOTATION_PREFIX,
@@ -77,7 +78,7 @@ class _Runtime:
         self._reconciler: Reconciler | None = None
 
     async def start(self) -> None:
-        self._client = KubeClient.from_config(self.kubeconfig)
+        self._client = connect(self.kubeconfig)
         self._reconciler = Reconciler(self._client, self.settings)
         # kopf only watches what exists at startup (scanning is off): fail loudly, not idly.
         if not await self._client.serves(CLUSTER_CSI_DRIVER):

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-import httpx2
+from sscsi_kube import ApiError, KubeClient, Resource, event_body, involved_object, post_event
 
 from .apply import ApplyResult, Failure, ObjectKey, apply_all, child_kinds, observe, prune, remove_all
 from .consumers import DriverUsers, find_driver_users, removal_forced
-from .kube import (
+from .kinds import (
     CLUSTER_CSI_DRIVER,
     CSI_DRIVER,
     DAEMON_SET,
@@ -31,10 +31,8 @@ from .kube import (
     SECURITY_CONTEXT_CONSTRAINTS,
     SERVICE_MONITOR,
     VALIDATING_ADMISSION_POLICY,
-    ApiError,
-    Kind,
-    KubeClient,
 )
+from .names import OPERATOR_NAME
 from .render import NAMES, ClusterFacts, Owner, render
 from .settings import Settings
 from .spec import ManagementState, OperatorSpec, SpecError, parse_spec
@@ -159,10 +157,10 @@ class Reconciler:
             else:
                 result, facts = await self._apply(spec, body)
                 enforcement = profile_enforcement(spec, facts, result.failures)
-            daemonset = await self._client.get(DAEMON_SET, NAMES.daemonset, self._settings.namespace)
-        except (ApiError, httpx2.HTTPError) as err:
+            daemonset = await self._client.find(DAEMON_SET, NAMES.daemonset, self._settings.namespace)
+        except ApiError as err:
             key = ObjectKey(CLUSTER_CSI_DRIVER.kind, "", body["metadata"]["name"])
-            result, daemonset = ApplyResult(failures=[Failure(key, "reconcile", str(err))]), None
+            result, daemonset = ApplyResult(failures=[Failure(key, "reconcile", err.message)]), None
         await self._report(body, result, trigger)
         await self._report_waiting(body, waiting)
         observation = Observation(
@@ -184,12 +182,12 @@ class Reconciler:
     async def _users_holding_removal(self, body: Mapping[str, Any]) -> DriverUsers:
         """The pods removal must wait for: none once the node plugin is gone (nothing left to protect)
         or when the removal is forced (they are named in a Warning, then removal goes ahead)."""
-        if await self._client.get(DAEMON_SET, NAMES.daemonset, self._settings.namespace) is None:
+        if await self._client.find(DAEMON_SET, NAMES.daemonset, self._settings.namespace) is None:
             return DriverUsers()
         forced = removal_forced(body)
         try:
             users = await find_driver_users(self._client)
-        except (ApiError, httpx2.HTTPError) as err:
+        except ApiError as err:
             if not forced:
                 raise
             log.warning("Could not list the pods using the driver (removal is forced): %s", err)
@@ -212,7 +210,7 @@ class Reconciler:
             log.debug("WaitingForPods: %s", message)
         self._last_waiting = message
 
-    async def _child_kinds(self) -> tuple[Kind, ...]:
+    async def _child_kinds(self) -> tuple[Resource, ...]:
         """The children's kinds; the optional ones (monitoring CRDs, admission policies) while served."""
         serves = self._client.serves
         return child_kinds(
@@ -226,7 +224,7 @@ class Reconciler:
         live = await observe(self._client, self._settings.namespace, kinds)
         csidriver = live.get(ObjectKey(CSI_DRIVER.kind, "", NAMES.csidriver))
         if csidriver is None:  # possibly created by someone else: adopt it, keeping its tokenRequests
-            csidriver = await self._client.get(CSI_DRIVER, NAMES.csidriver)
+            csidriver = await self._client.find(CSI_DRIVER, NAMES.csidriver)
         facts = ClusterFacts(
             service_monitor_crd=SERVICE_MONITOR in kinds,
             prometheus_rule_crd=PROMETHEUS_RULE in kinds,
@@ -253,7 +251,7 @@ class Reconciler:
     async def _invalid_spec(self, body: Mapping[str, Any], err: SpecError) -> None:
         await self._warn_once(body, "InvalidSpec", str(err))
         try:
-            daemonset = await self._client.get(DAEMON_SET, NAMES.daemonset, self._settings.namespace)
+            daemonset = await self._client.find(DAEMON_SET, NAMES.daemonset, self._settings.namespace)
             observation = Observation(
                 generation=int(body["metadata"].get("generation", 0)),
                 management_state=None,
@@ -261,7 +259,7 @@ class Reconciler:
                 daemonset=daemonset,
             )
             await self._write_status(body, observation)
-        except (ApiError, httpx2.HTTPError) as status_err:
+        except ApiError as status_err:
             log.warning("Could not report the invalid spec in the status: %s", status_err)
 
     async def _report(self, body: Mapping[str, Any], result: ApplyResult, trigger: Trigger) -> None:
@@ -284,8 +282,9 @@ class Reconciler:
     async def _post_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Best effort: a lost event must not fail the pass."""
         try:
-            await self._client.post_event(body, type_, reason, message)
-        except (ApiError, httpx2.HTTPError) as err:
+            event = event_body(involved_object(body), type_, reason, message, component=OPERATOR_NAME)
+            await post_event(self._client, event)
+        except ApiError as err:
             log.warning("Could not post the %s event: %s", reason, err)
 
     async def _write_status(self, body: Mapping[str, Any], observation: Observation) -> None:
@@ -299,7 +298,8 @@ class Reconciler:
         if status == previous and status == body.get("status"):
             return  # (the body may be older than what was written last: then write again, harmlessly)
         try:
-            await self._client.patch_status(CLUSTER_CSI_DRIVER, body["metadata"]["name"], status)
+            name = body["metadata"]["name"]
+            await self._client.merge_patch(CLUSTER_CSI_DRIVER, name, {"status": status}, sub="status")
         except ApiError as err:
             if err.not_found:
                 return

@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .kube import DAEMON_SET, POD, ApiError, Kind, KubeClient, Obj
+from sscsi_kube import ApiError, KubeClient, Obj, Resource, event_body, involved_object, post_event
+from sscsi_kube.resources import DAEMON_SET, DEPLOYMENT, POD, REPLICA_SET, SPCPS, STATEFUL_SET
+
 from .names import OPERATOR_NAME
 from .restart_policy import (
     EVENT_REASON,
@@ -40,16 +41,6 @@ from .spec import OperatorSpec, SpecError, parse_spec
 
 log = logging.getLogger(__name__)
 
-SPCPS = Kind(
-    "secrets-store.csi.x-k8s.io",
-    "v1",
-    "secretproviderclasspodstatuses",
-    "SecretProviderClassPodStatus",
-    namespaced=True,
-)
-REPLICA_SET = Kind("apps", "v1", "replicasets", "ReplicaSet", namespaced=True)
-DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment", namespaced=True)
-STATEFUL_SET = Kind("apps", "v1", "statefulsets", "StatefulSet", namespaced=True)
 WORKLOAD_KINDS = {kind.kind: kind for kind in (DEPLOYMENT, STATEFUL_SET, DAEMON_SET)}
 
 #: (apiGroup, resource, verbs, why): everything this module asks of the apiserver (the CSV holds it).
@@ -95,69 +86,19 @@ class RestartConfig:
         return cls.of(spec)
 
 
-class RestartClient(KubeClient):
-    """The reconciler's client plus the few calls restart needs (list with a version, watch, patch)."""
+async def patch_restarted_at(client: KubeClient, kind: Resource, obj: Obj, stamp: str) -> None:
+    """What `kubectl rollout restart` does, on the resourceVersion just read (a change since fails: 409)."""
+    meta = obj["metadata"]
+    patch = {
+        "metadata": {"resourceVersion": meta["resourceVersion"]},
+        "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}}},
+    }
+    await client.merge_patch(kind, meta["name"], patch, meta["namespace"])
 
-    async def list_versioned(self, kind: Kind, page_size: int = 500) -> tuple[list[Obj], str]:
-        items: list[Obj] = []
-        params = {"limit": str(page_size)}
-        while True:
-            _, document = await self._request("GET", kind.path(), params=params)
-            items += document.get("items") or []
-            meta = document.get("metadata") or {}
-            if not meta.get("continue"):
-                return items, str(meta.get("resourceVersion", ""))
-            params = params | {"continue": meta["continue"]}
 
-    async def watch(self, kind: Kind, resource_version: str) -> AsyncIterator[Obj]:
-        params = {
-            "watch": "1",
-            "resourceVersion": resource_version,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(WATCH_TIMEOUT_SECONDS),
-        }
-        async with self._http.stream("GET", kind.path(), params=params, timeout=None) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                raise ApiError(response.status_code, response.reason_phrase, response.text[:300])
-            async for line in response.aiter_lines():
-                if line.strip():
-                    yield json.loads(line)
-
-    async def patch_restarted_at(self, kind: Kind, obj: Obj, stamp: str) -> None:
-        meta = obj["metadata"]
-        body = {
-            "metadata": {"resourceVersion": meta["resourceVersion"]},
-            "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}}},
-        }
-        path = kind.path(meta["namespace"], meta["name"])
-        await self._request("PATCH", path, body=body, content_type="application/merge-patch+json")
-
-    async def workload_event(self, kind: Kind, obj: Obj, reason: str, message: str) -> None:
-        meta = obj["metadata"]
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": kind.api_version,
-                "kind": kind.kind,
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-            },
-            "type": "Normal",
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": OPERATOR_NAME},
-            "reportingComponent": OPERATOR_NAME,
-            "reportingInstance": OPERATOR_NAME,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        await self._request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+async def workload_event(client: KubeClient, kind: Resource, obj: Obj, reason: str, message: str) -> None:
+    involved = involved_object(obj, kind.api_version, kind.kind)
+    await post_event(client, event_body(involved, "Normal", reason, message, component=OPERATOR_NAME))
 
 
 def _versions(status_obj: Obj) -> dict[str, str]:
@@ -182,7 +123,7 @@ def opted_in(obj: Obj | None) -> bool:
 class RestartController:
     def __init__(
         self,
-        client: RestartClient,
+        client: KubeClient,
         config: Callable[[], RestartConfig],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -232,7 +173,7 @@ class RestartController:
         """The opted-in workload controlling the status's own pod, in the status's namespace."""
         if not pod_name:
             return None
-        pod = await self._client.get(POD, pod_name, namespace)
+        pod = await self._client.find(POD, pod_name, namespace)
         if pod is None:
             return None
         pod_uid = pod["metadata"].get("uid")
@@ -241,12 +182,12 @@ class RestartController:
             return None  # a status not written for this pod: not followed
         ref = _controller(pod)
         if ref is not None and ref.get("kind") == "ReplicaSet":
-            replica_set = await self._client.get(REPLICA_SET, str(ref.get("name")), namespace)
+            replica_set = await self._client.find(REPLICA_SET, str(ref.get("name")), namespace)
             ref = _controller(replica_set) if replica_set else None
         if ref is None or ref.get("kind") not in WORKLOAD_KINDS or ref.get("apiVersion") != "apps/v1":
             return None
         kind = WORKLOAD_KINDS[str(ref["kind"])]
-        workload = await self._client.get(kind, str(ref.get("name")), namespace)
+        workload = await self._client.find(kind, str(ref.get("name")), namespace)
         if not opted_in(workload) or (workload or {})["metadata"].get("uid") != ref.get("uid"):
             return None
         return Workload(namespace, kind.kind, str(ref["name"]))
@@ -276,16 +217,16 @@ class RestartController:
 
     async def _restart(self, plan: PlannedRestart) -> bool:
         kind = WORKLOAD_KINDS[plan.workload.kind]
-        obj = await self._client.get(kind, plan.workload.name, plan.workload.namespace)
+        obj = await self._client.find(kind, plan.workload.name, plan.workload.namespace)
         if not opted_in(obj) or obj is None:
             log.info("%s is gone or no longer opted in: no restart", plan.workload)
             return False
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        await self._client.patch_restarted_at(kind, obj, stamp)
+        await patch_restarted_at(self._client, kind, obj, stamp)
         message = plan.message()
         log.info("Restarted %s: %s", plan.workload, message)
         with contextlib.suppress(ApiError):
-            await self._client.workload_event(kind, obj, EVENT_REASON, message)
+            await workload_event(self._client, kind, obj, EVENT_REASON, message)
         return True
 
     # ---- the loops ----
@@ -313,21 +254,25 @@ class RestartController:
                 await ticker
 
     async def _watch_once(self) -> None:
-        items, version = await self._client.list_versioned(SPCPS)
-        self.seed(items)
+        listing = await self._client.list_all(SPCPS)
+        self.seed(listing.items)
+        version = listing.resource_version
         while self._config().enabled:
-            async for event in self._client.watch(SPCPS, version):
-                kind, obj = event.get("type", ""), event.get("object") or {}
-                if kind == "ERROR":
-                    return  # e.g. 410 Gone: list again
-                version = str((obj.get("metadata") or {}).get("resourceVersion", version))
-                if kind != "BOOKMARK":
-                    try:
-                        await self.handle(kind, obj)
-                    except ApiError as err:
-                        log.warning("Could not follow a status change to its workload: %s", err.message)
-                if not self._config().enabled:
-                    return
+            events = self._client.watch(SPCPS, None, version, timeout_seconds=WATCH_TIMEOUT_SECONDS)
+            try:
+                async for kind, obj in events:
+                    version = str((obj.get("metadata") or {}).get("resourceVersion", version))
+                    if kind != "BOOKMARK":
+                        try:
+                            await self.handle(kind, obj)
+                        except ApiError as err:
+                            log.warning("Could not follow a status change to its workload: %s", err.message)
+                    if not self._config().enabled:
+                        return
+            except ApiError as err:
+                if err.gone:
+                    return  # the version expired: list again now
+                raise
 
     async def _tick(self) -> None:
         while True:

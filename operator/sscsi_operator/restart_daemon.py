@@ -13,8 +13,9 @@ from typing import Any
 
 import kopf
 
+from .kinds import connect
 from .names import GROUP, PLURAL, SINGLETON, VERSION
-from .restart import RestartClient, RestartConfig, RestartController
+from .restart import RestartConfig, RestartController
 
 
 def register(registry: kopf.OperatorRegistry, kubeconfig: str | None = None) -> None:
@@ -29,8 +30,7 @@ def register(registry: kopf.OperatorRegistry, kubeconfig: str | None = None) -> 
         registry=registry,
     )
     async def restart_on_rotation(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        client = RestartClient.from_config(kubeconfig)
-        assert isinstance(client, RestartClient)
+        client = connect(kubeconfig)
         controller = RestartController(client, lambda: RestartConfig.of_body(body))
         task = asyncio.create_task(controller.run())
         try:

@@ -17,7 +17,8 @@ import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import wait_for
 from sscsi_driver.kube.api import EVENT, POD, SPC, Resource
-from sscsi_operator.restart import RestartClient, RestartConfig, RestartController
+from sscsi_operator.kinds import connect
+from sscsi_operator.restart import RestartConfig, RestartController
 from sscsi_operator.restart_policy import EVENT_REASON, RESTART_ANNOTATION, RESTARTED_AT_ANNOTATION
 
 INTERVAL = 2.0
@@ -42,8 +43,7 @@ async def xenv(cluster: Any, crds: None) -> AsyncIterator[DriverEnv]:
 @pytest.fixture
 async def controller(cluster: Any) -> AsyncIterator[RestartController]:
     """The operator's restart controller, as its kopf daemon runs it, with the admin's credentials."""
-    client = RestartClient.from_config(str(cluster.kubeconfig))
-    assert isinstance(client, RestartClient)
+    client = connect(str(cluster.kubeconfig))
     config = RestartConfig(enabled=True, window_seconds=INTERVAL, minimum_interval_seconds=MIN_INTERVAL)
     ctl = RestartController(client, lambda: config)
     task = asyncio.create_task(ctl.run())

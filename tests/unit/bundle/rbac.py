@@ -1,7 +1,7 @@
 """What RBAC the operator needs, derived from its own code, and how to compare that with a CSV.
 
 Two sources of need:
-- the operator's own API calls: the kinds it manages and watches (sscsi_operator.kube, .handlers),
+- the operator's own API calls: the kinds it manages and watches (sscsi_operator.kinds, .handlers),
   the ClusterCSIDriver and its status, Events, the cluster-wide pod listing before removal;
 - every rule of every ClusterRole it creates, from its own rendering of assets/templates: RBAC lets a
   subject create or bind a role only with rules it holds itself (the CSV grants no escalate/bind).
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sscsi_operator import handlers, kube, names, render, restart, settings
+from sscsi_operator import handlers, kinds, names, render, restart, settings
 from sscsi_operator.spec import OperatorSpec
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -78,8 +78,8 @@ def operator_grants() -> tuple[list[Grant], list[Grant]]:
             "the reconciler posts Events about the ClusterCSIDriver (in namespace default)",
         ),
         Grant(
-            kube.POD.group,
-            (kube.POD.plural,),
+            kinds.POD.group,
+            (kinds.POD.plural,),
             ("list",),
             "removal waits while pods use the driver: active pods listed in every namespace",
         ),
@@ -89,7 +89,7 @@ def operator_grants() -> tuple[list[Grant], list[Grant]]:
         Grant(group, (resource,), verbs, why) for group, resource, verbs, why in restart.REQUIRED_GRANTS
     ]
     namespaced: list[Grant] = []
-    for kind in kube.CHILD_KINDS:
+    for kind in kinds.CHILD_KINDS:
         verbs = CHILD_VERBS + ((WATCH,) if kind in watched else ())
         if kind.namespaced:
             reason = f"the driver's {kind.kind} in the operator's namespace: apply, prune, remove"

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from sscsi_operator.apply import child_kinds
-from sscsi_operator.kube import PROMETHEUS_RULE, SERVICE_MONITOR
+from sscsi_operator.kinds import PROMETHEUS_RULE, SERVICE_MONITOR
 
 from unit.bundle.alerts_rules import (
     NAMESPACE,

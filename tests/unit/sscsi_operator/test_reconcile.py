@@ -7,9 +7,11 @@ import copy
 from typing import Any
 
 import pytest
+from sscsi_kube import ApiError, Applied, Listing
+from sscsi_kube import Resource as Kind
 from sscsi_operator.apply import ObjectKey
 from sscsi_operator.consumers import ACTIVE_PODS_SELECTOR
-from sscsi_operator.kube import ApiError, Applied, Kind
+from sscsi_operator.kinds import kind_of
 from sscsi_operator.names import DRIVER_NAME, FORCE_REMOVAL_ANNOTATION, MANAGED_BY_LABEL, OPERATOR_NAME
 from sscsi_operator.reconcile import Reconciler, Trigger
 from sscsi_operator.render import NAMES
@@ -52,7 +54,10 @@ class FakeKube:
         self.objects[ObjectKey.of(stored)] = stored
         return stored
 
-    async def apply(self, manifest: dict[str, Any]) -> Applied:
+    async def apply(
+        self, kind: Kind, manifest: dict[str, Any], *, field_manager: str, force: bool
+    ) -> Applied:
+        assert kind == kind_of(manifest) and field_manager == OPERATOR_NAME and force
         self.applies += 1
         key = ObjectKey.of(manifest)
         if key.kind in self.refuse:
@@ -79,12 +84,24 @@ class FakeKube:
             return Applied(existing, created=False)
         return Applied(self.put(manifest), created=False)
 
-    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    async def find(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         obj = self.objects.get(ObjectKey(kind.kind, namespace or "", name))
         return copy.deepcopy(obj) if obj else None
 
-    async def list(self, kind: Kind, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
-        assert label_selector == f"{MANAGED_BY_LABEL}={OPERATOR_NAME}"
+    async def list_all(
+        self,
+        kind: Kind,
+        namespace: str | None = None,
+        *,
+        labels: str | None = None,
+        fields: str | None = None,
+    ) -> Listing:
+        if kind.kind == "Pod":
+            return Listing(await self._list_pods(kind, namespace, fields or ""), "1")
+        assert labels == f"{MANAGED_BY_LABEL}={OPERATOR_NAME}"
+        return Listing(self._list_managed(kind, namespace), str(self.version))
+
+    def _list_managed(self, kind: Kind, namespace: str | None) -> list[dict[str, Any]]:
         return [
             copy.deepcopy(obj)
             for key, obj in self.objects.items()
@@ -93,8 +110,8 @@ class FakeKube:
             and obj["metadata"].get("labels", {}).get(MANAGED_BY_LABEL) == OPERATOR_NAME
         ]
 
-    async def list_all(
-        self, kind: Kind, namespace: str | None = None, *, field_selector: str = "", page_size: int = 500
+    async def _list_pods(
+        self, kind: Kind, namespace: str | None, field_selector: str
     ) -> list[dict[str, Any]]:
         assert (kind.kind, namespace, field_selector) == ("Pod", None, ACTIVE_PODS_SELECTOR)
         self.pod_lists += 1
@@ -103,21 +120,29 @@ class FakeKube:
         # The field selector, as the apiserver applies it.
         return [copy.deepcopy(p) for p in self.pods if p["status"]["phase"] not in ("Succeeded", "Failed")]
 
-    async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
+    async def delete(
+        self, kind: Kind, name: str, namespace: str | None = None, *, propagation: str, missing_ok: bool
+    ) -> bool:
+        assert propagation == "Background" and missing_ok
         key = ObjectKey(kind.kind, namespace or "", name)
         if key in self.objects:
             self.deleted.append(key)
         return self.objects.pop(key, None) is not None
 
-    async def patch_status(self, kind: Kind, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        self.statuses.append(copy.deepcopy(status))
+    async def merge_patch(
+        self, kind: Kind, name: str, patch: dict[str, Any], namespace: str | None = None, *, sub: str
+    ) -> dict[str, Any]:
+        assert (kind.kind, sub) == ("ClusterCSIDriver", "status")
+        self.statuses.append(copy.deepcopy(patch["status"]))
         return {}
 
     async def serves(self, kind: Kind) -> bool:
         return False
 
-    async def post_event(self, regarding: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
+    async def create(self, kind: Kind, event: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        assert kind.kind == "Event" and namespace == "default"
+        self.events.append((event["type"], event["reason"], event["message"]))
+        return event
 
 
 def cr(generation: int = 1, **spec: Any) -> dict[str, Any]:

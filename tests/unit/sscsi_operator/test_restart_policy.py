@@ -161,15 +161,22 @@ class FakeClient:
         self.patched: list[tuple[str, str]] = []
         self.events: list[tuple[str, str]] = []
 
-    async def get(self, kind: Any, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    async def find(self, kind: Any, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         assert namespace == "ns", "the controller looks only in the status's namespace"
         return self.objects.get((kind.kind, name))
 
-    async def patch_restarted_at(self, kind: Any, obj: dict[str, Any], stamp: str) -> None:
-        self.patched.append((kind.kind, obj["metadata"]["name"]))
+    async def merge_patch(
+        self, kind: Any, name: str, patch: dict[str, Any], namespace: str
+    ) -> dict[str, Any]:
+        annotations = patch["spec"]["template"]["metadata"]["annotations"]
+        assert RESTARTED_AT_ANNOTATION in annotations and patch["metadata"]["resourceVersion"]
+        self.patched.append((kind.kind, name))
+        return {}
 
-    async def workload_event(self, kind: Any, obj: dict[str, Any], reason: str, message: str) -> None:
-        self.events.append((reason, message))
+    async def create(self, kind: Any, event: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        assert kind.kind == "Event" and event["involvedObject"]["kind"] == "Deployment"
+        self.events.append((event["reason"], event["message"]))
+        return event
 
 
 def status(pod: str, pod_uid: str, version: str, name: str = "s") -> dict[str, Any]:

@@ -18,12 +18,12 @@ from typing import Any
 import celpy
 import pytest
 from celpy import celtypes
+from sscsi_kube import Resource as Kind
 from sscsi_operator.apply import Failure, ObjectKey, child_kinds
-from sscsi_operator.kube import (
+from sscsi_operator.kinds import (
     SECURITY_CONTEXT_CONSTRAINTS,
     VALIDATING_ADMISSION_POLICY,
     VALIDATING_ADMISSION_POLICY_BINDING,
-    Kind,
 )
 from sscsi_operator.names import MANAGED_BY_LABEL, OPERATOR_NAME
 from sscsi_operator.reconcile import Reconciler, Trigger
