@@ -25,10 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sscsi_kube import WARNING, ApiError, EventRecorder, Informer, KubeClient, Obj
+from sscsi_kube.resources import POD, SECRET, SPC, SPCPS
+
 from .keyed_lock import KeyedLock
-from .kube.api import POD, SECRET, SPC, SPCPS, ApiError, KubeApi, Obj
-from .kube.cache import Informer
-from .kube.events import WARNING, EventRecorder
 from .metrics import OS_TYPE, Metrics
 from .models import PodRef, SecretObject, SecretProviderClass, spcps_name
 from .secret_desired import (
@@ -48,7 +48,7 @@ from .secret_desired import (
 from .sync_ownership import REFUSED_REASON, Lookup, Refusals, Verdict, judge, refusal_message
 from .volumes import VolumeState
 
-log = logging.getLogger("sscsi_driver.secret_sync")
+log = logging.getLogger("sscsi_driver.secret_sync")  # one logger name for all of secret sync
 
 FAILED_REASON = "FailedToCreateSecret"
 # Documented by upstream; any other type string is passed through and left to the apiserver.
@@ -76,7 +76,7 @@ class SecretWriter:
 
     def __init__(
         self,
-        api: KubeApi,
+        api: KubeClient,
         *,
         spcps: Informer,
         events: EventRecorder,
@@ -220,32 +220,17 @@ class SecretWriter:
                 if verdict.kind != "apply":
                     return verdict
                 wanted = replace(desired, annotations={**desired.annotations, **verdict.annotations})
+                if existing is not None and up_to_date(existing, wanted, owners):
+                    secrets.upsert_local(existing)
+                    return verdict
                 try:
                     if existing is None:
-                        written = await self._api.create(
-                            SECRET, new_object(namespace, wanted, merge_owners(keep, owners)), namespace
-                        )
+                        body = new_object(namespace, wanted, merge_owners(keep, owners))
+                        written = await self._api.create(SECRET, body, namespace)
                         action = "recreated" if keep else "created"
-                    elif up_to_date(existing, wanted, owners):
-                        secrets.upsert_local(existing)
-                        return verdict
                     elif needs_recreate(existing, wanted):
-                        log.info(
-                            "secret type changed and is immutable: deleting and recreating it, owners kept",
-                            extra={"secret": where, "old_type": type_of(existing), "new_type": wanted.type},
-                        )
-                        meta = meta_of(existing)
-                        keep = merge_owners(keep, owner_refs(meta.get("ownerReferences") or []))
-                        # uid + resourceVersion: only the managed Secret just judged is deleted
-                        preconditions = {
-                            "uid": str(meta.get("uid")),
-                            "resourceVersion": str(meta.get("resourceVersion")),
-                        }
-                        with contextlib.suppress(ApiError):  # 404: already gone; 409: re-read below
-                            await self._api.delete(
-                                SECRET, desired.name, namespace, preconditions=preconditions
-                            )
-                        existing = await self._get_secret(namespace, desired.name)
+                        keep = merge_owners(keep, owner_refs(meta_of(existing).get("ownerReferences") or []))
+                        existing = await self._delete_for_recreate(existing, wanted, namespace)
                         continue
                     else:
                         body = updated_object(existing, wanted, owners)
@@ -259,21 +244,26 @@ class SecretWriter:
                 secrets.upsert_local(written)
                 self._metrics.sync_k8s_secret.labels(provider, OS_TYPE).inc()
                 self._metrics.k8s_secret_duration.labels(OS_TYPE).observe(time.monotonic() - started)
-                log.info(
-                    "secret synced",
-                    extra={
-                        "secret": where,
-                        "action": action,
-                        "type": wanted.type,
-                        "keys": ",".join(sorted(wanted.data)),  # key names only, never values
-                    },
-                )
-                if wanted.type not in DOCUMENTED_TYPES:
-                    log.info(
-                        "secret type is not a documented one; passed through as is", extra={"secret": where}
-                    )
+                _log_written(where, action, wanted)
                 return verdict
         raise SyncError(f"Secret {where} kept changing; gave up after {WRITE_ATTEMPTS} attempts")
+
+    async def _delete_for_recreate(self, existing: Obj, wanted: DesiredSecret, namespace: str) -> Obj | None:
+        """Delete the Secret just judged (its type cannot change in place); what is there afterwards."""
+        meta = meta_of(existing)
+        log.info(
+            "secret type changed and is immutable: deleting and recreating it, owners kept",
+            extra={
+                "secret": f"{namespace}/{wanted.name}",
+                "old_type": type_of(existing),
+                "new_type": wanted.type,
+            },
+        )
+        # uid + resourceVersion: only the managed Secret just judged is deleted
+        preconditions = {"uid": str(meta.get("uid")), "resourceVersion": str(meta.get("resourceVersion"))}
+        with contextlib.suppress(ApiError):  # 404: already gone; 409: re-read below
+            await self._api.delete(SECRET, wanted.name, namespace, preconditions=preconditions)
+        return await self._get_secret(namespace, wanted.name)
 
     async def _get_spc(self, namespace: str, name: str) -> SecretProviderClass | None:
         try:
@@ -341,3 +331,17 @@ class SecretWriter:
 
 def who(pod: PodRef) -> str:
     return f"{pod.namespace}/{pod.name}"
+
+
+def _log_written(where: str, action: str, wanted: DesiredSecret) -> None:
+    log.info(
+        "secret synced",
+        extra={
+            "secret": where,
+            "action": action,
+            "type": wanted.type,
+            "keys": ",".join(sorted(wanted.data)),  # key names only, never values
+        },
+    )
+    if wanted.type not in DOCUMENTED_TYPES:
+        log.info("secret type is not a documented one; passed through as is", extra={"secret": where})
