@@ -15,10 +15,12 @@ PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 
 .PHONY: node-tools images
 .PHONY: live-tools olm-up e2e-olm demo-emulator
+.PHONY: wheels
 .PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench node-up node-down e2e-node
 
 help:
 	@echo "make setup        create $(VENV) and install the project + dev tools (pinned by constraints.txt)"
+	@echo "make wheels       a wheel per part + the meta-package into build/wheels (README \"Packaging\")"
 	@echo "make tools        build kube-apiserver/etcd/... csi-sanity, kwok from Go modules into $(TOOLS_CACHE)"
 	@echo "make cluster-up   start etcd + apiserver + controller-manager + scheduler; kubeconfig: $(KUBECONFIG_PATH)"
 	@echo "make cluster-down stop the local control plane"
@@ -34,19 +36,33 @@ help:
 	@echo "make demo-emulator  the driver alone, driven by the kubelet emulator on the local control plane"
 	@echo "make images       buildah-build the node tier's images (hack/images.sh; also import|push|names)"
 
-$(STAMP): pyproject.toml constraints.txt
+# One distribution per layer directory (README "Packaging"); the top-level one is the meta-package.
+PARTS := kube proto driver provider operator cli
+PART_DISTS := secrets-store-csi-py $(PARTS:%=secrets-store-csi-py-%)
+
+# Every part editable, in compat mode (its directory on sys.path: a package added later imports
+# without a reinstall); then the meta-package, whose extras the installed parts already satisfy.
+$(STAMP): pyproject.toml constraints.txt $(PARTS:%=%/pyproject.toml)
 	python3.11 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[operator,dev,bench]'
+	$(VENV)/bin/pip install -q -c constraints.txt --config-settings editable_mode=compat $(PARTS:%=-e ./%)
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[driver,provider,operator,cli,dev,bench]'
 	touch $@
 
 setup: $(STAMP)
 
-# Regenerate constraints.txt from a fresh resolve (run when pyproject's ranges change).
+# Regenerate constraints.txt from a fresh resolve (run when a pyproject's ranges change).
 lock:
 	rm -rf /tmp/sscsi-lock-venv && python3.11 -m venv /tmp/sscsi-lock-venv
-	/tmp/sscsi-lock-venv/bin/pip install -q '.[operator,dev,bench]'
-	/tmp/sscsi-lock-venv/bin/pip freeze --exclude secrets-store-csi-py > constraints.txt
+	/tmp/sscsi-lock-venv/bin/pip install -q $(PARTS:%=./%) '.[dev,bench]'
+	/tmp/sscsi-lock-venv/bin/pip freeze $(PART_DISTS:%=--exclude %) > constraints.txt
+
+# Wheels of every part and the meta-package, for installs without an index serving the parts:
+#   pip install --find-links build/wheels 'secrets-store-csi-py[cli]'   (README "Packaging")
+wheels: $(STAMP)
+	rm -rf build/wheels
+	$(VENV)/bin/pip wheel -q --no-deps --no-build-isolation -w build/wheels $(PARTS:%=./%) .
+	rm -rf $(PARTS:%=%/build) build/bdist.*
 
 proto: $(STAMP)
 	$(PY) hack/gen-proto.py

@@ -74,7 +74,9 @@ VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n
 NODE_IMAGES=(pause busybox driver operator provider registrar livenessprobe upstream-provider)
 ALL_IMAGES=("${NODE_IMAGES[@]}" bundle catalog)
 # The repository files each project image's build context contributes (what its COPY lines read).
-PY_INPUTS=(pyproject.toml constraints.txt README.md driver operator proto provider)
+PY_INPUTS=(constraints.txt kube proto driver provider operator)
+# Each Python image builds only its own part and the layers under it (README "Packaging").
+declare -A PY_PARTS=([driver]="kube proto driver" [operator]="kube operator" [provider]="proto provider")
 
 ilog() { printf '[images] %s\n' "$*" >&2; }
 bah() { buildah "${STORAGE[@]}" "$@"; }
@@ -95,7 +97,8 @@ image_info() {
       local repo=$1
       [[ $1 == provider ]] && repo=e2e-provider
       PUBLIC="ghcr.io/secrets-store-csi-py/$repo:v$VERSION" DOCKERFILE="images/$1.Dockerfile" OWN=1
-      INPUTS=("${PY_INPUTS[@]}") ARGS=("VERSION=$VERSION") DEPS=(python-base)
+      read -ra INPUTS <<<"constraints.txt ${PY_PARTS[$1]}"
+      ARGS=("VERSION=$VERSION") DEPS=(python-base)
       [[ $1 == operator ]] && INPUTS+=(assets) ;;
     registrar)
       PUBLIC="registry.k8s.io/sig-storage/csi-node-driver-registrar:$NODE_DRIVER_REGISTRAR_VERSION"

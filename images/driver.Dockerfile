@@ -7,12 +7,12 @@ FROM ${PYTHON_IMAGE} AS wheels
 # Reproducible builds: pass SOURCE_DATE_EPOCH (wheel timestamps, hash-checked .pyc files).
 ARG SOURCE_DATE_EPOCH
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
-COPY driver driver
-COPY operator operator
+# Only the driver's part and the layers it depends on (README "Packaging"): no operator, no provider.
+COPY constraints.txt ./
+COPY kube kube
 COPY proto proto
-COPY provider provider
-RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels .
+COPY driver driver
+RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels ./kube ./proto ./driver
 
 FROM ${PYTHON_IMAGE}
 # Reproducible builds: pass SOURCE_DATE_EPOCH (wheel timestamps, hash-checked .pyc files).
@@ -23,6 +23,6 @@ LABEL org.opencontainers.image.title="secrets-store-csi-py driver" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV SSCSI_VERSION=${VERSION} PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY --from=wheels /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels secrets-store-csi-py \
+RUN pip install --no-cache-dir --no-index --find-links /wheels secrets-store-csi-py-driver \
  && rm -rf /wheels
 ENTRYPOINT ["secrets-store-csi-driver"]

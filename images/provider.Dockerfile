@@ -6,12 +6,11 @@ FROM ${PYTHON_IMAGE} AS wheels
 # Reproducible builds: pass SOURCE_DATE_EPOCH (wheel timestamps, hash-checked .pyc files).
 ARG SOURCE_DATE_EPOCH
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
-COPY driver driver
-COPY operator operator
+# Only the provider's part and the protocol layer (README "Packaging"): no Kubernetes client, no driver.
+COPY constraints.txt ./
 COPY proto proto
 COPY provider provider
-RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels .
+RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels ./proto ./provider
 
 FROM ${PYTHON_IMAGE}
 # Reproducible builds: pass SOURCE_DATE_EPOCH (wheel timestamps, hash-checked .pyc files).
@@ -21,6 +20,6 @@ LABEL org.opencontainers.image.title="secrets-store-csi-py e2e provider" \
       org.opencontainers.image.version="${VERSION}"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY --from=wheels /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels secrets-store-csi-py && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels secrets-store-csi-py-provider && rm -rf /wheels
 USER 65532:65532
 ENTRYPOINT ["secrets-store-csi-e2e-provider"]

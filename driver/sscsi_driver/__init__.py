@@ -3,6 +3,6 @@
 from importlib.metadata import PackageNotFoundError, version
 
 try:
-    __version__ = version("secrets-store-csi-py")
+    __version__ = version("secrets-store-csi-py-driver")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "local-dev"

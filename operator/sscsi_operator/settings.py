@@ -23,7 +23,7 @@ TEMPLATE_DIRS = (
 
 def distribution_version() -> str:
     try:
-        return metadata.version("secrets-store-csi-py")
+        return metadata.version("secrets-store-csi-py-operator")
     except metadata.PackageNotFoundError:
         return "0.0.0"
 
