@@ -389,11 +389,19 @@ def _resource(kind: str) -> str:
         "Service": "services",
         "ServiceAccount": "serviceaccounts",
         "ServiceMonitor": SERVICE_MONITOR_CRD,
+        "ValidatingAdmissionPolicy": "validatingadmissionpolicies.admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings.admissionregistration.k8s.io",
         "PrometheusRule": PROMETHEUS_RULE_CRD,
     }[kind]
 
 
-CLUSTER_SCOPED = {"CSIDriver", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {
+    "CSIDriver",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 
 
 def _get(cluster: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any] | None:

@@ -50,7 +50,10 @@ __all__ = ["kwok_nodes", "operator", "operator_crds"]  # fixtures, imported for 
 
 FORCE_REMOVAL = "operator.secrets-store.csi.x-k8s.io/force-removal"
 SELECTOR = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
-CLUSTER_KINDS = "csidrivers,clusterroles,clusterrolebindings"
+CLUSTER_KINDS = (
+    "csidrivers,clusterroles,clusterrolebindings,"
+    "validatingadmissionpolicies,validatingadmissionpolicybindings"
+)
 NAMESPACED_KINDS = "daemonsets,services,serviceaccounts"
 DOCS = REPO_ROOT / "docs" / "install-olm.md"
 

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from cluster import Cluster
 from operator_fixtures import (
+    CR_NAME,
+    CR_RESOURCE,
     RESYNC_SECONDS,
     OperatorProcess,
     kubectl_json,
@@ -33,6 +35,7 @@ __all__ = ["kwok_nodes", "operator", "operator_crds"]  # fixtures, imported for 
 
 POLICY = "secrets-store-csi-driver-ephemeral-volume-profile"
 REFUSED_BY_POLICY = f"ValidatingAdmissionPolicy '{POLICY}'"
+FORCE_REMOVAL = "operator.secrets-store.csi.x-k8s.io/force-removal"
 ENFORCE = "pod-security.kubernetes.io/enforce"
 LEVELS = ("restricted", "baseline", "privileged")
 # Namespace kinds under test: the three enforced levels and a namespace without the label.
@@ -258,6 +261,8 @@ def test_the_policy_is_repaired_and_removed_with_the_cr(
     )  # fmt: skip
     decisions.wait_for({"restricted": False, "baseline": False, "privileged": True, "unlabelled": True})
 
+    # Forced: pods of other test runs sharing the cluster may use the driver, which would hold removal.
+    must(cluster.kubectl("annotate", CR_RESOURCE, CR_NAME, f"{FORCE_REMOVAL}=true", "--overwrite"))
     ensure_no_cr(cluster)
     assert policy(cluster) is None and binding(cluster) is None
     decisions.wait_for({kind: True for kind in NAMESPACE_KINDS})
