@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ROTATION_SECONDS, Installation
 from nodekit import KubectlError, app_pod_spec, wait_for, wait_pod_ready
+from nodesetup import ROTATION_SECONDS, Installation
 
 GROUP = 2000
 SPC_NAME = "fsgroup-0440"

@@ -5,8 +5,8 @@ provider protocol)."""
 from __future__ import annotations
 
 import pytest
-from conftest import UPSTREAM_PROVIDER, Installation
 from nodekit import MOCK_KEY, app_pod_spec, host_mounts_under, spc, wait_for, wait_pod_ready
+from nodesetup import UPSTREAM_PROVIDER, Installation
 
 
 def _pod(name: str, spc_name: str) -> dict:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import stat
 
-from conftest import (
+from nodekit import BUSYBOX_IMAGE, DRIVER_NAME, NODE_NAME, VERSIONS, http_get
+from nodesetup import (
     DRIVER_APP,
     OPERATOR_NAMESPACE,
     PROVIDER_APP,
@@ -15,7 +16,6 @@ from conftest import (
     UPSTREAM_PROVIDER_APP,
     Installation,
 )
-from nodekit import BUSYBOX_IMAGE, DRIVER_NAME, NODE_NAME, VERSIONS, http_get
 
 PLUGINS_REGISTRY = "/var/lib/kubelet/plugins_registry"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import Installation
 from nodekit import http_get
+from nodesetup import Installation
 
 
 def test_metrics(installation: Installation) -> None:

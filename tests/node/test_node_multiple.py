@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import Installation
 from nodekit import MOCK_KEY, app_pod_spec, secret_env, spc, wait_for, wait_pod_ready
+from nodesetup import Installation
 
 
 def test_two_spcs_in_one_pod(installation: Installation, ns: str) -> None:

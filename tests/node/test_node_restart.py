@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ROTATION_SECONDS, Installation
 from nodekit import Kube, app_pod_spec, deployment, deployment_ready, spc, wait_for
+from nodesetup import ROTATION_SECONDS, Installation
 
 ANNOTATION = "secrets-store.csi.k8s.io/restart-on-rotation"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"

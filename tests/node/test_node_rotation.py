@@ -1,7 +1,7 @@
 """Rotation of the mounted file and the synced Secret (upstream e2e-provider.bats 24-25).
 
 Upstream waits 120 s with --rotation-poll-interval=30s; here the ClusterCSIDriver asks for a
-short minimumRefreshAge (conftest.ROTATION_SECONDS) and kubelet republishes every sync.
+short minimumRefreshAge (nodesetup.ROTATION_SECONDS) and kubelet republishes every sync.
 Both providers: ours and upstream's own e2e provider (its /rotation switch serves "rotated" to the
 pods that mounted before).
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import ROTATION_SECONDS, UPSTREAM_PROVIDER, Installation
 from nodekit import app_pod_spec, secret_env, spc, wait_for, wait_pod_ready
+from nodesetup import ROTATION_SECONDS, UPSTREAM_PROVIDER, Installation
 
 
 @pytest.fixture(params=["e2e-provider", UPSTREAM_PROVIDER])

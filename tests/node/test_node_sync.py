@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from conftest import Installation
-from nodekit import (
-    Kube,
-    app_pod_spec,
-    deployment,
-    deployment_ready,
-    secret_env,
-    wait_for,
-)
+from nodekit import Kube, app_pod_spec, deployment, deployment_ready, load_manifest, secret_env, wait_for
+from nodesetup import OPERATOR_NAMESPACE, Installation
 
 SYNC_SPC = "e2e-provider-sync"
 
 
 def _sync_spc(kube: Kube, ns: str) -> None:
-    from nodekit import load_manifest
-
     kube.apply(load_manifest("spc-v1-e2e-provider-sync.yaml"), ns)
 
 
@@ -79,9 +70,6 @@ def test_namespaced_spc(installation: Installation, ns: str) -> None:
 def test_spc_in_another_namespace_fails_with_event(installation: Installation, ns: str) -> None:
     kube = installation.kube
     # The SPC exists, but only in the driver's namespace: pods never see other namespaces' SPCs.
-    from conftest import OPERATOR_NAMESPACE
-    from nodekit import load_manifest
-
     kube.apply(load_manifest("spc-v1-e2e-provider-sync.yaml"), OPERATOR_NAMESPACE)
     try:
         _deploy(kube, ns, "busybox-deployment", 1)

@@ -1,20 +1,20 @@
 """Uninstall: deleting the ClusterCSIDriver removes everything the operator created.
 
-Runs last (file order); the session's installation fixture does not reinstall afterwards.
+Each test starts from an installed driver (the `installation` fixture installs it again when an
+earlier test removed it) and leaves it removed; the next test's `installation` puts it back.
 """
 
 from __future__ import annotations
 
-from conftest import (
+from nodekit import DRIVER_NAME, Kube, app_pod_spec, host_mounts_under, spc, wait_for, wait_pod_ready
+from nodesetup import (
     CR_NAME,
     DRIVER_APP,
     OPERATOR_NAMESPACE,
     Installation,
-    cluster_csi_driver,
     csinode_has_driver,
     daemonset_ready,
 )
-from nodekit import DRIVER_NAME, Kube, app_pod_spec, host_mounts_under, spc, wait_for, wait_pod_ready
 
 MANAGED = "app.kubernetes.io/managed-by=secrets-store-csi-operator"
 
@@ -40,12 +40,6 @@ def _uninstall_and_check(kube: Kube) -> None:
     wait_for("kubelet to unregister the driver (CSINode)", lambda: not csinode_has_driver(kube), 120)
 
 
-def _install(kube: Kube) -> None:
-    kube.apply(cluster_csi_driver())
-    wait_for("the driver DaemonSet Ready", lambda: daemonset_ready(kube, DRIVER_APP, OPERATOR_NAMESPACE), 240)
-    wait_for("kubelet to register the driver (CSINode)", lambda: csinode_has_driver(kube), 120)
-
-
 def test_uninstall_removes_everything(installation: Installation) -> None:
     _uninstall_and_check(installation.kube)
 
@@ -55,7 +49,6 @@ def test_uninstall_with_a_pod_using_the_driver_is_reported(installation: Install
     serving), the ClusterCSIDriver names the pod; once the pod stops, kubelet unmounts through the
     driver and removal completes."""
     kube = installation.kube
-    _install(kube)
     kube.apply(spc("e2e-provider"), ns)
     pod = "still-using-the-driver"
     kube.apply(
