@@ -20,12 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "olm")]
-os.environ.setdefault("SSCSI_NODE_CLUSTER_DIR", "/tmp/sscsi-node-cluster")
-
-from node.nodekit import KUBE_BIN, Kube  # noqa: E402
-from olmkit import (  # noqa: E402
+# The real-node and OLM test kits (tests/ is on PYTHONPATH: `make demo`).
+from node.nodekit import CLUSTER_DIR, KUBE_BIN, Kube
+from olm.olmkit import (
     CATALOG,
     CR_NAME,
     NAMESPACE,
@@ -46,6 +43,9 @@ from olmkit import (  # noqa: E402
     subscription,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
+# The hack/*.sh this demo runs use the same node cluster directory as the kit.
+os.environ.setdefault("SSCSI_NODE_CLUSTER_DIR", str(CLUSTER_DIR))
 HACK = ROOT / "hack"
 IMAGES = ("driver", "operator", "provider", "registrar", "livenessprobe", "busybox", "bundle", "catalog")
 START = time.monotonic()

@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.versions import versions as read_versions
 from sscsi_driver.kube.api import KubeApi
+from versions_env import versions as read_versions
 
 from . import drivers, fixtures, report
 from .audit import AuditLog

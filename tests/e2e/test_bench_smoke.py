@@ -53,7 +53,9 @@ def _check_driver(name: str, base: dict[str, Any]) -> None:
 def test_bench_smoke_reports_every_figure(cluster: Any, crds: None, tmp_path: Path) -> None:
     env = dict(
         os.environ,
-        PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join(
+            [str(TESTS_DIR), str(TESTS_DIR.parent / "hack"), os.environ.get("PYTHONPATH", "")]
+        ),
         SSCSI_CLUSTER_DIR=str(cluster.cluster_dir),  # where the audit log is
     )
     argv = ["-m", "bench", "--smoke", "--out", str(tmp_path), "--kubeconfig", str(cluster.kubeconfig)]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from harness.versions import kube_bin, versions
+from versions_env import kube_bin, versions
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack"

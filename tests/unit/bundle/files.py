@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import tomllib
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+
+import bundle as pipeline
 
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGE = "secrets-store-csi-py"
@@ -25,18 +24,6 @@ CLUSTER_CSI_DRIVER_CRD = (
     ROOT / "assets" / "operator" / "operator.secrets-store.csi.x-k8s.io_clustercsidrivers.yaml"
 )
 CRD_SOURCES = [*sorted((ROOT / "assets" / "crds").glob("*.yaml")), CLUSTER_CSI_DRIVER_CRD]
-
-
-def _load_pipeline() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sscsi_bundle", ROOT / "hack" / "bundle.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sscsi_bundle"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pipeline = _load_pipeline()
 
 
 def project_version() -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from harness.versions import versions
 from sscsi_operator.settings import TEMPLATE_DIRS, Settings
+from versions_env import versions
 
 from unit.bundle.files import (
     ANNOTATIONS_FILE,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness.versions import versions
+from versions_env import versions
 
 from unit.bundle.files import (
     CSV_FILE,
