@@ -130,7 +130,7 @@ demo: $(STAMP)
 	PYTHONPATH=tests $(PY) hack/demo.py
 
 demo-emulator: $(STAMP) tools
-	$(PY) hack/demo-emulator.py
+	PYTHONPATH=tests $(PY) hack/demo_emulator.py
 
 # The real-node tier: containerd + kubelet + locally built images (skips itself when the machine
 # cannot run it; see docs/real-node.md).

@@ -12,15 +12,13 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+# The kubelet emulator's helpers (tests/ is on PYTHONPATH: `make demo-emulator`).
+from harness.env import csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
+from sscsi_driver.kube.api import POD, SPC, SPCPS, ApiError
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from harness.env import csi_volume, driver_env, objects_param, pod_manifest, spc_manifest  # noqa: E402
-from sscsi_driver.kube.api import POD, SPC, SPCPS, ApiError  # noqa: E402
-
 CLUSTER_DIR = Path(os.environ.get("SSCSI_CLUSTER_DIR", "/tmp/sscsi-cluster"))
 KUBECONFIG = CLUSTER_DIR / "admin.kubeconfig"
 NAMESPACE = "demo"
