@@ -16,7 +16,8 @@ from pathlib import Path
 
 # The kubelet emulator's helpers (tests/ is on PYTHONPATH: `make demo-emulator`).
 from harness.env import csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
-from sscsi_driver.kube.api import POD, SPC, SPCPS, ApiError
+from sscsi_kube import ApiError
+from sscsi_kube.resources import POD, SPC, SPCPS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_DIR = Path(os.environ.get("SSCSI_CLUSTER_DIR", "/tmp/sscsi-cluster"))

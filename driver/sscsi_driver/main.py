@@ -12,21 +12,20 @@ import sys
 from pathlib import Path
 
 import grpc
+from sscsi_kube import ApiError, EventRecorder, Informer, KubeClient, NamespacedCache
+from sscsi_kube.resources import SPC, SPCPS
 from sscsi_proto import csi_pb2_grpc
 
 from . import __version__, logs
 from .config import Config, parse_config, unix_socket_path
 from .identity import IdentityService
-from .kube.api import SPC, SPCPS, ApiError, KubeApi
-from .kube.cache import Informer, NamespacedCache
-from .kube.events import EventRecorder
-from .kube.spcps import PodStatusWriter
 from .metrics import Heartbeat, Metrics, serve
 from .models import NODE_LABEL, SecretProviderClass
 from .node import NodeService
 from .provider_client import ProviderClients
 from .publisher import Publisher
 from .secret_sync import SecretSyncer
+from .spcps import PodStatusWriter
 
 log = logging.getLogger("sscsi_driver")
 
@@ -39,7 +38,7 @@ async def run(cfg: Config) -> None:
     if not cfg.node_id:
         raise SystemExit("--nodeid is required (the DaemonSet passes $(KUBE_NODE_NAME))")
     async with contextlib.AsyncExitStack() as stack:
-        api = KubeApi.from_config(cfg.kubeconfig, USER_AGENT)
+        api = KubeClient.from_config(cfg.kubeconfig, USER_AGENT)
         stack.push_async_callback(api.close)
         spcps_cache = Informer(api, SPCPS, labels={NODE_LABEL: cfg.node_id})
         spcps_cache.start()
@@ -101,7 +100,7 @@ async def run(cfg: Config) -> None:
 
 def _secret_syncer(
     cfg: Config,
-    api: KubeApi,
+    api: KubeClient,
     spcps_cache: Informer,
     spcs: NamespacedCache,
     events: EventRecorder,

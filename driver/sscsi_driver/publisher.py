@@ -23,14 +23,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sscsi_kube import NORMAL, WARNING, ApiError, EventRecorder, NamespacedCache
+
 from . import atomic_writer, errors, limits, mounter
 from .config import Config
 from .errors import DriverError
 from .keyed_lock import KeyedLock
-from .kube.api import ApiError
-from .kube.cache import NamespacedCache
-from .kube.events import NORMAL, WARNING, EventRecorder
-from .kube.spcps import PodStatusWriter
 from .metrics import OS_TYPE, Metrics
 from .models import (
     POD_NAME,
@@ -45,6 +43,7 @@ from .models import (
     valid_object_name,
 )
 from .provider_client import ProviderClients
+from .spcps import PodStatusWriter
 from .volumes import VolumeRegistry, VolumeState
 
 log = logging.getLogger(__name__)

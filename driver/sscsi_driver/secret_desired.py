@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sscsi_kube import Obj
+
 from . import atomic_writer, tls
-from .kube.api import Obj
 from .models import MANAGED_LABEL, SecretObject, valid_object_name
 from .sync_ownership import RESERVED_ANNOTATIONS
 

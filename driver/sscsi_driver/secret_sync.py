@@ -26,9 +26,9 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .kube.api import POD, SECRET, KubeApi
-from .kube.cache import Informer
-from .kube.events import EventRecorder
+from sscsi_kube import EventRecorder, Informer, KubeClient
+from sscsi_kube.resources import POD, SECRET
+
 from .metrics import Metrics
 from .models import MANAGED_LABEL, SecretProviderClass
 from .secret_writer import SecretWriter, who
@@ -43,7 +43,7 @@ class SecretSyncer:
 
     def __init__(
         self,
-        api: KubeApi,
+        api: KubeClient,
         node: str,
         *,
         spcps: Informer,

@@ -25,10 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sscsi_kube import WARNING, ApiError, EventRecorder, Informer, KubeClient, Obj
+from sscsi_kube.resources import POD, SECRET, SPC, SPCPS
+
 from .keyed_lock import KeyedLock
-from .kube.api import POD, SECRET, SPC, SPCPS, ApiError, KubeApi, Obj
-from .kube.cache import Informer
-from .kube.events import WARNING, EventRecorder
 from .metrics import OS_TYPE, Metrics
 from .models import PodRef, SecretObject, SecretProviderClass, spcps_name
 from .secret_desired import (
@@ -76,7 +76,7 @@ class SecretWriter:
 
     def __init__(
         self,
-        api: KubeApi,
+        api: KubeClient,
         *,
         spcps: Informer,
         events: EventRecorder,

@@ -6,9 +6,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..models import NODE_LABEL, PodRef, spcps_name
-from .api import SPCPS, ApiError, KubeApi, Obj
-from .cache import Informer
+from sscsi_kube import ApiError, Informer, KubeClient, Obj
+from sscsi_kube.resources import SPCPS
+
+from .models import NODE_LABEL, PodRef, spcps_name
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _up_to_date(obj: Obj, node: str, pod: PodRef, status: dict[str, Any]) -> boo
 
 
 class PodStatusWriter:
-    def __init__(self, api: KubeApi, cache: Informer, node: str) -> None:
+    def __init__(self, api: KubeClient, cache: Informer, node: str) -> None:
         self._api = api
         self._cache = cache
         self._node = node

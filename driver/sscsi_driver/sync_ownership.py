@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prometheus_client import Gauge
+from sscsi_kube import Obj
 
-from .kube.api import Obj
 from .models import MANAGED_LABEL, SecretObject, SecretProviderClass
 
 OWNER_ANNOTATION = "secrets-store.csi.k8s.io/owner-spc"

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 
 from harness.env import NODE, csi_volume, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod
-from sscsi_driver.kube.api import POD, SPC, SPCPS, ApiError, KubeApi, Resource
 from sscsi_driver.models import NODE_LABEL, spcps_name
+from sscsi_kube import ApiError, KubeClient, Resource
+from sscsi_kube.resources import POD, SPC, SPCPS
 
 NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -39,7 +40,7 @@ def objects_param_sized(size: int, name: str = "large-secret") -> str:
     return objects_param({"objectName": name, "objectSize": size})
 
 
-async def create_namespace(api: KubeApi, name: str, run_id: str) -> None:
+async def create_namespace(api: KubeClient, name: str, run_id: str) -> None:
     body = {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -48,7 +49,7 @@ async def create_namespace(api: KubeApi, name: str, run_id: str) -> None:
     await api.create(NAMESPACE, body)
 
 
-async def create_node(api: KubeApi, name: str, run_id: str) -> None:
+async def create_node(api: KubeClient, name: str, run_id: str) -> None:
     """Pods bound to a node name that has no Node object are deleted by the pod GC."""
     body = {
         "apiVersion": "v1",
@@ -59,11 +60,11 @@ async def create_node(api: KubeApi, name: str, run_id: str) -> None:
         await api.create(NODE, body)
 
 
-async def create_spc(api: KubeApi, namespace: str, name: str, objects_yaml: str) -> None:
+async def create_spc(api: KubeClient, namespace: str, name: str, objects_yaml: str) -> None:
     await api.create(SPC, spc_manifest(name, namespace, objects_yaml), namespace)
 
 
-async def create_bench_pod(api: KubeApi, namespace: str, name: str, node: str, spc: str) -> dict[str, Any]:
+async def create_bench_pod(api: KubeClient, namespace: str, name: str, node: str, spc: str) -> dict[str, Any]:
     manifest = pod_manifest(
         name,
         namespace,
@@ -77,7 +78,9 @@ async def create_bench_pod(api: KubeApi, namespace: str, name: str, node: str, s
     return await create_pod(api, manifest)
 
 
-async def create_spcps(api: KubeApi, pod: dict[str, Any], spc: str, node: str, target: str, n: int) -> None:
+async def create_spcps(
+    api: KubeClient, pod: dict[str, Any], spc: str, node: str, target: str, n: int
+) -> None:
     """What another node's driver would have written for its pod."""
     meta = pod["metadata"]
     body = {
@@ -103,7 +106,7 @@ async def create_spcps(api: KubeApi, pod: dict[str, Any], spc: str, node: str, t
 
 
 async def pods_with_spcs(
-    api: KubeApi,
+    api: KubeClient,
     *,
     namespaces: list[str],
     node: str,
@@ -117,7 +120,7 @@ async def pods_with_spcs(
     return await bounded(create_bench_pod(api, ns, name, node, name) for ns, name in names)
 
 
-async def delete_namespaces(api: KubeApi, names: Iterable[str], wait: float = 0.0) -> float:
+async def delete_namespaces(api: KubeClient, names: Iterable[str], wait: float = 0.0) -> float:
     """Delete, optionally wait until gone; returns the seconds waited."""
     names = list(names)
     for name in names:
@@ -140,7 +143,7 @@ async def delete_namespaces(api: KubeApi, names: Iterable[str], wait: float = 0.
     return loop.time() - started
 
 
-async def leftovers(api: KubeApi) -> tuple[list[str], list[str]]:
+async def leftovers(api: KubeClient) -> tuple[list[str], list[str]]:
     """Namespaces and nodes of earlier (interrupted) benchmark runs."""
     ns = await api.list(NAMESPACE, labels={MANAGED_BY: BENCH})
     nodes = await api.list(NODE, labels={MANAGED_BY: BENCH})
@@ -150,12 +153,12 @@ async def leftovers(api: KubeApi) -> tuple[list[str], list[str]]:
     )
 
 
-async def delete_nodes(api: KubeApi, names: Iterable[str]) -> None:
+async def delete_nodes(api: KubeClient, names: Iterable[str]) -> None:
     for name in names:
         with contextlib.suppress(ApiError):
             await api.delete(NODE, name)
 
 
-async def count_pods(api: KubeApi, namespace: str) -> int:
+async def count_pods(api: KubeClient, namespace: str) -> int:
     doc = await api.list(POD, namespace)
     return len(doc.get("items") or [])

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sscsi_driver.kube.api import KubeApi
+from sscsi_kube import KubeClient
 from versions_env import versions as read_versions
 
 from . import drivers, fixtures, report
@@ -196,7 +196,7 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
     def progress(message: str) -> None:
         print(f"{time.monotonic() - started:7.1f}s {message}", flush=True)
 
-    api = KubeApi.from_config(str(kubeconfig), "sscsi-bench/loadgen", timeout=30.0)
+    api = KubeClient.from_config(str(kubeconfig), "sscsi-bench/loadgen", timeout=30.0)
     workroot = Path(tempfile.mkdtemp(prefix=f"sscsi-bench-{run_id}-"))
     shared = Shared(
         api=api,

@@ -28,7 +28,7 @@ from typing import Any
 
 from harness.loadgen import Batch, LoadGenerator, PreparedVolume, prepare
 from harness.processes import Process, free_port, start_provider
-from sscsi_driver.kube.api import KubeApi
+from sscsi_kube import KubeClient
 
 from . import drivers, fixtures, procstat
 from .audit import AuditLog, Mark, user_agent_matcher
@@ -106,7 +106,7 @@ def batch_stats(batch: Batch) -> dict[str, Any]:
 class Shared:
     """What every phase uses: the apiserver, its audit log, paths and the run's identity."""
 
-    api: KubeApi
+    api: KubeClient
     audit: AuditLog
     kubeconfig: Path
     run_id: str

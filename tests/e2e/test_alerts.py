@@ -18,7 +18,7 @@ import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from sscsi_driver.kube.api import SECRET, SPC
+from sscsi_kube.resources import SECRET, SPC
 from unit.bundle.alerts_rules import NAMESPACE, TARGET, Scrapes, expected_alert, promtool_test
 
 FOO = objects_param({"objectName": "foo", "objectVersion": "v1"})

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, events_for, read_volume, wait_for
-from sscsi_driver.kube.api import EVENT, POD, SECRET, SPC, SPCPS, ApiError, KubeApi, Resource
+from sscsi_kube import ApiError, KubeClient, Resource
+from sscsi_kube.resources import EVENT, POD, SECRET, SPC, SPCPS
 
 CONFIGMAP = Resource("", "v1", "configmaps", "ConfigMap")
 NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
@@ -57,11 +58,11 @@ def gauge(metrics: str, **labels: str) -> float | None:
     return None
 
 
-async def driver_events(api: KubeApi, namespace: str, pod: str, reason: str) -> list[dict[str, Any]]:
+async def driver_events(api: KubeClient, namespace: str, pod: str, reason: str) -> list[dict[str, Any]]:
     return [e for e in await events_for(api, namespace, pod) if e["reason"] == reason]
 
 
-async def exists(api: KubeApi, res: Resource, namespace: str, name: str) -> bool:
+async def exists(api: KubeClient, res: Resource, namespace: str, name: str) -> bool:
     try:
         await api.get(res, name, namespace)
         return True

@@ -14,7 +14,8 @@ import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, events_for, read_volume, wait_for
 from sscsi_driver import mounter
-from sscsi_driver.kube.api import EVENT, POD, SECRET, SPC, SPCPS, ApiError
+from sscsi_kube import ApiError
+from sscsi_kube.resources import EVENT, POD, SECRET, SPC, SPCPS
 
 MANIFESTS = Path(__file__).parent / "manifests"
 FOOKEY = "-----BEGIN PUBLIC KEY-----\nThis is mock key\n-----END PUBLIC KEY-----\n"

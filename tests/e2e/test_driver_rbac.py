@@ -25,7 +25,8 @@ import yaml
 from cluster import Cluster
 from harness.env import csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, wait_for
-from sscsi_driver.kube.api import POD, SECRET, SPC, SPCPS, ApiError
+from sscsi_kube import ApiError
+from sscsi_kube.resources import POD, SECRET, SPC, SPCPS
 from sscsi_operator.render import render
 from sscsi_operator.settings import Settings
 from sscsi_operator.spec import parse_spec

@@ -17,7 +17,7 @@ from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_ma
 from harness.k8s import create_pod, read_volume
 from harness.summary import add_summary_line
 from sscsi_driver import mounter
-from sscsi_driver.kube.api import SPC
+from sscsi_kube.resources import SPC
 
 INTERVAL = 2.0
 
@@ -157,7 +157,7 @@ async def test_apiserver_unreachable_during_publish_and_refresh(
     """The driver talks to the apiserver through a proxy we cut: clear errors, recovery, one SPCPS."""
     import yaml
     from harness.proxy import CuttableProxy
-    from sscsi_driver.kube.api import SPCPS
+    from sscsi_kube.resources import SPCPS
 
     config = yaml.safe_load(cluster.kubeconfig.read_text())
     server = config["clusters"][0]["cluster"]["server"]
@@ -298,7 +298,7 @@ async def test_provider_slower_than_the_deadline(cluster: Any, crds: None, names
 
 async def test_statefulset_pod_moving_nodes_takes_over_its_spcps(fenv: DriverEnv, namespace: str) -> None:
     """Same pod name on a new node: the SPCPS left by the old node is updated, not duplicated."""
-    from sscsi_driver.kube.api import SPCPS
+    from sscsi_kube.resources import SPCPS
 
     await fenv.api.create(SPC, spc_manifest("pair", namespace, PAIR), namespace)
     name = f"web-0-{namespace}-pair"
@@ -332,7 +332,8 @@ async def test_statefulset_pod_moving_nodes_takes_over_its_spcps(fenv: DriverEnv
 
 async def test_pod_deleted_while_publish_in_flight(fenv: DriverEnv, namespace: str) -> None:
     from harness.k8s import wait_for
-    from sscsi_driver.kube.api import POD, SPCPS, ApiError
+    from sscsi_kube import ApiError
+    from sscsi_kube.resources import POD, SPCPS
 
     await fenv.api.create(SPC, spc_manifest("pair", namespace, PAIR), namespace)
     pod = await make_pod(fenv, namespace, "doomed")

@@ -21,7 +21,7 @@ import grpc
 import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, events_for, wait_for
-from sscsi_driver.kube.api import SPC
+from sscsi_kube.resources import SPC
 from sscsi_proto import csi_pb2
 
 INTERVAL = 2.0

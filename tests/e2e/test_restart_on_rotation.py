@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import wait_for
-from sscsi_driver.kube.api import EVENT, POD, SPC, Resource
+from sscsi_kube import Resource
+from sscsi_kube.resources import EVENT, POD, SPC
 from sscsi_operator.kinds import connect
 from sscsi_operator.restart import RestartConfig, RestartController
 from sscsi_operator.restart_policy import EVENT_REASON, RESTART_ANNOTATION, RESTARTED_AT_ANNOTATION

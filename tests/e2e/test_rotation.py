@@ -12,7 +12,7 @@ import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, events_for, read_volume, wait_for
 from sscsi_driver import mounter
-from sscsi_driver.kube.api import SPC, SPCPS
+from sscsi_kube.resources import SPC, SPCPS
 
 INTERVAL = 3.0
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, events_for, read_volume, wait_for
-from sscsi_driver.kube.api import POD, SECRET, SPC, SPCPS, ApiError, KubeApi, Resource
+from sscsi_kube import ApiError, KubeClient, Resource
+from sscsi_kube.resources import POD, SECRET, SPC, SPCPS
 
 MANIFESTS = Path(__file__).parent / "manifests"
 DEPLOYMENT = Resource("apps", "v1", "deployments", "Deployment")
@@ -38,7 +39,7 @@ async def env(cluster: Any, crds: None) -> AsyncIterator[DriverEnv]:
         yield e
 
 
-async def secret_or_none(api: KubeApi, namespace: str, name: str) -> dict[str, Any] | None:
+async def secret_or_none(api: KubeClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         return await api.get(SECRET, name, namespace)
     except ApiError as err:
@@ -55,14 +56,14 @@ def owner_names(secret: dict[str, Any]) -> list[str]:
     return sorted(o["name"] for o in secret["metadata"].get("ownerReferences") or [])
 
 
-async def wait_gone(api: KubeApi, namespace: str, name: str) -> None:
+async def wait_gone(api: KubeClient, namespace: str, name: str) -> None:
     async def gone() -> bool:
         return await secret_or_none(api, namespace, name) is None
 
     await wait_for(gone, timeout=GC_TIMEOUT, interval=0.5)
 
 
-async def delete_pod_now(api: KubeApi, namespace: str, name: str) -> None:
+async def delete_pod_now(api: KubeClient, namespace: str, name: str) -> None:
     await api.request("DELETE", POD.path(namespace, name), params={"gracePeriodSeconds": 0})
 
 
@@ -127,7 +128,7 @@ def deployment(name: str, namespace: str, node: str, spc: str) -> dict[str, Any]
     }
 
 
-async def running_pod(api: KubeApi, namespace: str, app: str) -> dict[str, Any]:
+async def running_pod(api: KubeClient, namespace: str, app: str) -> dict[str, Any]:
     async def found() -> dict[str, Any] | None:
         items = (await api.list(POD, namespace, labels={"app": app})).get("items") or []
         live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
@@ -137,7 +138,7 @@ async def running_pod(api: KubeApi, namespace: str, app: str) -> dict[str, Any]:
     return pod
 
 
-async def owner_of(api: KubeApi, pod: dict[str, Any]) -> dict[str, str]:
+async def owner_of(api: KubeClient, pod: dict[str, Any]) -> dict[str, str]:
     [ref] = pod["metadata"]["ownerReferences"]
     rs = await api.get(REPLICASET, ref["name"], pod["metadata"]["namespace"])
     return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": ref["name"], "uid": rs["metadata"]["uid"]}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sscsi_driver.kube.api import KubeApi, Resource
+from sscsi_kube import KubeClient, Resource
 
 from .kubelet import KubeletEmulator
 from .processes import Process, free_port, start_driver, start_provider
@@ -27,7 +27,7 @@ class DriverEnv:
     driver: Process
     provider: Process
     kubelet: KubeletEmulator
-    api: KubeApi
+    api: KubeClient
     provider_http: str
     metrics_url: str
     kubelet_root: Path
@@ -53,7 +53,7 @@ class DriverEnv:
             return body.decode()
 
 
-async def ensure_node(api: KubeApi, name: str) -> None:
+async def ensure_node(api: KubeClient, name: str) -> None:
     """Pods bound to a node that does not exist are deleted by the pod GC, so register one."""
     with contextlib.suppress(Exception):
         await api.create(NODE, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
@@ -74,7 +74,7 @@ async def driver_env(
     provider_dir = workdir / "providers"
     (kubelet_root / "pods").mkdir(parents=True)
     provider_dir.mkdir()
-    api = KubeApi.from_config(str(kubeconfig), "sscsi-tests/kubelet-emulator")
+    api = KubeClient.from_config(str(kubeconfig), "sscsi-tests/kubelet-emulator")
     await ensure_node(api, node)
     http_port, metrics_port = free_port(), free_port()
     provider = await asyncio.to_thread(start_provider, provider_dir, log_dir, http_port=http_port)

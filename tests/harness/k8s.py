@@ -6,10 +6,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sscsi_driver.kube.api import EVENT, POD, ApiError, KubeApi
+from sscsi_kube import ApiError, KubeClient
+from sscsi_kube.resources import EVENT, POD
 
 
-async def create_pod(api: KubeApi, manifest: dict[str, Any]) -> dict[str, Any]:
+async def create_pod(api: KubeClient, manifest: dict[str, Any]) -> dict[str, Any]:
     ns = manifest["metadata"]["namespace"]
     for _ in range(100):  # the namespace's default ServiceAccount appears shortly after the namespace
         try:
@@ -36,6 +37,6 @@ def read_volume(target: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in target.iterdir() if not p.name.startswith("..")}
 
 
-async def events_for(api: KubeApi, namespace: str, pod: str) -> list[dict[str, Any]]:
+async def events_for(api: KubeClient, namespace: str, pod: str) -> list[dict[str, Any]]:
     doc = await api.list(EVENT, namespace, fields={"involvedObject.name": pod})
     return list(doc.get("items") or [])

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from sscsi_driver.kube.api import EVENT, POD, SECRET, KubeApi, Resource
+from sscsi_kube import KubeClient, Resource
+from sscsi_kube.resources import EVENT, POD, SECRET
 from sscsi_proto import csi_pb2, csi_pb2_grpc
 
 DRIVER = "secrets-store.csi.k8s.io"
@@ -47,7 +48,7 @@ class KubeletEmulator:
     socket: str
     root_dir: Path
     node_name: str
-    api: KubeApi
+    api: KubeClient
     driver_name: str = DRIVER
     published: dict[str, list[Path]] = field(default_factory=dict)  # pod uid -> targets
 

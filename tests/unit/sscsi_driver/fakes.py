@@ -31,7 +31,7 @@ class FakeSpcs:
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
-        from sscsi_driver.kube.api import ApiError
+        from sscsi_kube import ApiError
 
         try:
             return self.objects[(namespace, name)]

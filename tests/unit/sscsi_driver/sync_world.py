@@ -12,9 +12,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sscsi_driver import atomic_writer
-from sscsi_driver.kube.api import POD, SECRET, SPCPS, ApiError, Obj, Resource
-from sscsi_driver.kube.cache import Informer
-from sscsi_driver.kube.events import EventRecorder
 from sscsi_driver.metrics import Metrics
 from sscsi_driver.models import (
     NODE_LABEL,
@@ -27,6 +24,8 @@ from sscsi_driver.secret_sync import (
     SecretSyncer,
 )
 from sscsi_driver.volumes import VolumeState
+from sscsi_kube import ApiError, EventRecorder, Informer, Obj, Resource
+from sscsi_kube.resources import POD, SECRET, SPCPS
 
 NODE = "node-a"
 NS = "app"
@@ -77,7 +76,7 @@ class FakeApi:
     def _not_found(self, res: Resource, name: str) -> ApiError:
         return ApiError(404, "NotFound", f'{res.plural} "{name}" not found')
 
-    # the KubeApi surface used by the syncer, Informer and EventRecorder
+    # the KubeClient surface used by the syncer, Informer and EventRecorder
     async def get(self, res: Resource, name: str, namespace: str | None = None) -> Obj:
         self.calls.append(("get", res.plural, name))
         self._fail("get", res)

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from sscsi_driver import atomic_writer
-from sscsi_driver.kube.api import SECRET, SPC, Obj
 from sscsi_driver.models import MANAGED_LABEL, SecretKeyRef, SecretObject, SecretProviderClass
 from sscsi_driver.secret_desired import SyncError, build_secret
 from sscsi_driver.sync_ownership import (
@@ -21,6 +20,8 @@ from sscsi_driver.sync_ownership import (
     Refusals,
     definition_hash,
 )
+from sscsi_kube import Obj
+from sscsi_kube.resources import SECRET, SPC
 
 from unit.sscsi_driver.sync_world import NS, PLANTED, World, opaque, rs_owner
 

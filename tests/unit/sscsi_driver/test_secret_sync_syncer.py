@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from sscsi_driver.kube.api import SECRET, SPCPS, ApiError, Obj, Resource
 from sscsi_driver.models import (
     MANAGED_LABEL,
     NODE_LABEL,
@@ -16,6 +15,8 @@ from sscsi_driver.models import (
 )
 from sscsi_driver.secret_writer import FAILED_REASON
 from sscsi_driver.sync_ownership import DEFINITION_ANNOTATION, OWNER_ANNOTATION, definition_hash
+from sscsi_kube import ApiError, Obj, Resource
+from sscsi_kube.resources import SECRET, SPCPS
 
 from unit.sscsi_driver.sync_world import (
     NODE,

@@ -28,13 +28,14 @@ from sscsi_driver.config import (
 )
 from sscsi_driver.errors import DriverError
 from sscsi_driver.keyed_lock import KeyedLock
-from sscsi_driver.kube.api import POD, SECRET, SPC, ApiError
 from sscsi_driver.limits import LimitExceeded, check_reply
 from sscsi_driver.metrics import Metrics
 from sscsi_driver.models import SA_TOKENS
 from sscsi_driver.provider_client import ProviderClients
 from sscsi_driver.provider_socket import UntrustedSocket, check_socket
 from sscsi_driver.publisher import Publisher, PublishRequest
+from sscsi_kube import ApiError
+from sscsi_kube.resources import POD, SECRET, SPC
 from sscsi_proto import provider_pb2, provider_pb2_grpc
 
 from unit.sscsi_driver.fakes import FakeEvents, FakeSpcs, FakeStatuses, kubelet_dirs, unmount_all
