@@ -7,21 +7,23 @@ and the apiserver audit log).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from cluster import FIELD_MANAGER, Cluster, ClusterSettings, ClusterUpError, ensure_cluster
-from lightkube import AsyncClient, Client, KubeConfig
-from lightkube.core.exceptions import ApiError
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace
+from sscsi_kube import KubeClient
+from sscsi_kube.resources import NAMESPACE
 
 E2E_DIR = Path(__file__).resolve().parent
 SETTINGS = ClusterSettings.from_environment()
 NAMESPACE_LABEL = "app.kubernetes.io/managed-by"
+USER_AGENT = f"{FIELD_MANAGER}/tests"
+T = TypeVar("T")
 
 
 def _is_e2e(item: pytest.Item) -> bool:
@@ -58,23 +60,28 @@ def cluster() -> Cluster:
     pytest.fail(message, pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def kube_config(cluster: Cluster) -> KubeConfig:
-    return KubeConfig.from_file(cluster.kubeconfig)
+def admin_call(cluster: Cluster, call: Callable[[KubeClient], Awaitable[T]]) -> T:
+    """One call with an admin client from synchronous code (fixtures): on a loop of its own, which
+    leaves the tests' event loop alone."""
 
+    async def run() -> T:
+        client = KubeClient.from_config(str(cluster.kubeconfig), USER_AGENT)
+        try:
+            return await call(client)
+        finally:
+            await client.close()
 
-@pytest.fixture(scope="session")
-def kube_sync(kube_config: KubeConfig) -> Iterator[Client]:
-    """A synchronous lightkube client with admin rights (shared by the session)."""
-    client = Client(kube_config, field_manager=FIELD_MANAGER)
-    yield client
-    client.close()
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(run())
+    finally:
+        loop.close()
 
 
 @pytest.fixture
-async def kube(kube_config: KubeConfig) -> AsyncIterator[AsyncClient]:
-    """An async lightkube client with admin rights, bound to the test's event loop."""
-    client = AsyncClient(kube_config, field_manager=FIELD_MANAGER)
+async def kube(cluster: Cluster) -> AsyncIterator[KubeClient]:
+    """The project's Kubernetes client (sscsi_kube) with admin rights, bound to the test's event loop."""
+    client = KubeClient.from_config(str(cluster.kubeconfig), USER_AGENT)
     try:
         yield client
     finally:
@@ -89,16 +96,17 @@ def namespace_name(test_name: str) -> str:
 
 
 @pytest.fixture
-def namespace(request: pytest.FixtureRequest, kube_sync: Client) -> Iterator[str]:
+def namespace(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]:
     """A fresh namespace for one test; deleted afterwards (without waiting for it to go)."""
     name = namespace_name(request.node.name)
-    kube_sync.create(Namespace(metadata=ObjectMeta(name=name, labels={NAMESPACE_LABEL: FIELD_MANAGER})))
+    body = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {NAMESPACE_LABEL: FIELD_MANAGER}},
+    }
+    admin_call(cluster, lambda kube: kube.create(NAMESPACE, body))
     yield name
-    try:
-        kube_sync.delete(Namespace, name)
-    except ApiError as err:
-        if err.status.code != 404:
-            raise
+    admin_call(cluster, lambda kube: kube.delete(NAMESPACE, name, missing_ok=True))
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,8 @@ import time
 from typing import Any
 
 from cluster import Cluster
-from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.generic_resource import create_namespaced_resource
-from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
-from lightkube.resources.core_v1 import ConfigMap, ServiceAccount
+from sscsi_kube import KubeClient, Resource
+from sscsi_kube.resources import SERVICE_ACCOUNT
 
 GROUP = "test.sscsi.example.com"
 WIDGET_CRD: dict[str, Any] = {
@@ -39,7 +36,8 @@ WIDGET_CRD: dict[str, Any] = {
         ],
     },
 }
-Widget = create_namespaced_resource(GROUP, "v1", "Widget", "widgets")
+WIDGET = Resource(GROUP, "v1", "widgets", "Widget")
+CONFIG_MAP = Resource("", "v1", "configmaps", "ConfigMap")
 
 # kube-controller-manager learns about a new CRD kind only at its discovery resync, every 30 s
 # (hard-coded). Until then the collector retries the owner lookup with exponential backoff, so on
@@ -48,14 +46,15 @@ Widget = create_namespaced_resource(GROUP, "v1", "Widget", "widgets")
 GC_TIMEOUT = 90.0
 
 
-async def exists(kube: AsyncClient, name: str, namespace: str) -> bool:
-    try:
-        await kube.get(ConfigMap, name, namespace=namespace)
-    except ApiError as err:
-        if err.status.code == 404:
-            return False
-        raise
-    return True
+async def exists(kube: KubeClient, name: str, namespace: str) -> bool:
+    return await kube.find(CONFIG_MAP, name, namespace) is not None
+
+
+def config_map(name: str, namespace: str, owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if owners:
+        metadata["ownerReferences"] = owners
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {"k": "v"}}
 
 
 def test_apiserver_readyz(cluster: Cluster) -> None:
@@ -63,7 +62,7 @@ def test_apiserver_readyz(cluster: Cluster) -> None:
 
 
 async def test_garbage_collector_deletes_dependents_of_a_custom_resource(
-    cluster: Cluster, kube: AsyncClient, namespace: str
+    cluster: Cluster, kube: KubeClient, namespace: str
 ) -> None:
     cluster.apply(WIDGET_CRD)
     established = cluster.kubectl(
@@ -71,23 +70,26 @@ async def test_garbage_collector_deletes_dependents_of_a_custom_resource(
     )
     assert established.returncode == 0, established.stderr
 
-    owner = await kube.create(
-        Widget(metadata=ObjectMeta(name="owner", namespace=namespace), spec={"size": 3})
-    )
-    assert owner.metadata is not None and owner.metadata.uid
-    reference = OwnerReference(
-        apiVersion=f"{GROUP}/v1",
-        kind="Widget",
-        name="owner",
-        uid=owner.metadata.uid,
-        blockOwnerDeletion=False,
-    )
-    owned = ObjectMeta(name="owned", namespace=namespace, ownerReferences=[reference])
-    await kube.create(ConfigMap(metadata=owned, data={"k": "v"}))
+    widget = {
+        "apiVersion": WIDGET.api_version,
+        "kind": WIDGET.kind,
+        "metadata": {"name": "owner", "namespace": namespace},
+        "spec": {"size": 3},
+    }
+    owner = await kube.create(WIDGET, widget, namespace)
+    assert owner.get("metadata") is not None and owner["metadata"].get("uid")
+    reference = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Widget",
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+        "blockOwnerDeletion": False,
+    }
+    await kube.create(CONFIG_MAP, config_map("owned", namespace, [reference]), namespace)
     # Control: an object without an owner must survive the collection.
-    await kube.create(ConfigMap(metadata=ObjectMeta(name="unowned", namespace=namespace), data={"k": "v"}))
+    await kube.create(CONFIG_MAP, config_map("unowned", namespace), namespace)
 
-    await kube.delete(Widget, "owner", namespace=namespace)
+    await kube.delete(WIDGET, "owner", namespace)
     start = time.monotonic()
     while await exists(kube, "owned", namespace):
         elapsed = time.monotonic() - start
@@ -99,14 +101,10 @@ async def test_garbage_collector_deletes_dependents_of_a_custom_resource(
     assert await exists(kube, "unowned", namespace)
 
 
-async def test_default_service_account_is_created(kube: AsyncClient, namespace: str) -> None:
+async def test_default_service_account_is_created(kube: KubeClient, namespace: str) -> None:
     deadline = time.monotonic() + 30
     while True:
-        try:
-            await kube.get(ServiceAccount, "default", namespace=namespace)
+        if await kube.find(SERVICE_ACCOUNT, "default", namespace) is not None:
             return
-        except ApiError as err:
-            if err.status.code != 404:
-                raise
         assert time.monotonic() < deadline, f"no default ServiceAccount in {namespace} after 30s"
         await asyncio.sleep(0.2)
