@@ -68,8 +68,8 @@ proto: $(STAMP)
 	$(PY) hack/gen_proto.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check driver operator kube proto provider tests hack
-	$(VENV)/bin/ruff format --check driver operator kube provider tests hack
+	$(VENV)/bin/ruff check driver operator kube proto provider cli tests hack
+	$(VENV)/bin/ruff format --check driver operator kube provider cli tests hack
 	$(VENV)/bin/lint-imports
 	$(PY) hack/module_size.py
 	$(PY) hack/gen_proto.py --check

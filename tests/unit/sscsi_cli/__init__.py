@@ -1,0 +1,1 @@
+"""The kubectl secrets-store CLI (doctor, status) on recorded cluster objects."""
