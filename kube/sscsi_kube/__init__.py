@@ -6,6 +6,7 @@ kubernetes everywhere else); the driver, the operator, the CLI and the tests use
 
 from .cache import Informer, NamespacedCache
 from .client import Applied, KubeClient, Listing
+from .discovery import ResourceMap, discover
 from .errors import ApiError
 from .events import NORMAL, WARNING, EventRecorder, event_body, involved_object, post_event
 from .resources import Obj, Resource, object_key
@@ -22,6 +23,8 @@ __all__ = [
     "NamespacedCache",
     "Obj",
     "Resource",
+    "ResourceMap",
+    "discover",
     "event_body",
     "involved_object",
     "object_key",
