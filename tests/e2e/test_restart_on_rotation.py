@@ -17,7 +17,7 @@ import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import wait_for
 from sscsi_kube import Resource
-from sscsi_kube.resources import EVENT, POD, SPC
+from sscsi_kube.resources import EVENT, POD, SPC, SPCPS
 from sscsi_operator.kinds import connect
 from sscsi_operator.restart import RestartConfig, RestartController
 from sscsi_operator.restart_policy import EVENT_REASON, RESTART_ANNOTATION, RESTARTED_AT_ANNOTATION
@@ -42,9 +42,10 @@ async def xenv(cluster: Any, crds: None) -> AsyncIterator[DriverEnv]:
 
 
 @pytest.fixture
-async def controller(cluster: Any) -> AsyncIterator[RestartController]:
+async def controller(cluster: Any, crds: None) -> AsyncIterator[RestartController]:
     """The operator's restart controller, as its kopf daemon runs it, with the admin's credentials."""
     client = connect(str(cluster.kubeconfig))
+    assert await client.serves(SPCPS), "the controller watches SecretProviderClassPodStatuses"
     config = RestartConfig(enabled=True, window_seconds=INTERVAL, minimum_interval_seconds=MIN_INTERVAL)
     ctl = RestartController(client, lambda: config)
     task = asyncio.create_task(ctl.run())
