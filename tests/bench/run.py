@@ -1,7 +1,7 @@
 """Benchmark entry point: our driver and the upstream Go driver, side by side, in one run.
 
     make bench                                    # full run (< 15 min on 2 cores)
-    cd tests && ../.venv/bin/python -m bench      # the same, by hand
+    PYTHONPATH=tests:hack .venv/bin/python -m bench   # the same, by hand
     python -m bench --smoke                       # seconds; run by tests/e2e/test_bench_smoke.py
 
 Needs root (tmpfs mounts), the local control plane (started with hack/cluster-up.sh when not
