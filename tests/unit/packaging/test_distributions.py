@@ -107,6 +107,19 @@ def closure(wheels: dict[str, Wheel], name: str, extras: frozenset[str] = frozen
     return seen
 
 
+def test_the_closure_follows_our_parts_and_their_third_party_requirements(wheels: dict[str, Wheel]) -> None:
+    """The reading the other tests rely on: operator -> kube -> lightkube, operator -> kopf -> aiohttp."""
+    installed = closure(wheels, META, frozenset({"operator"}))
+    assert {
+        "secrets-store-csi-py-operator",
+        "secrets-store-csi-py-kube",
+        "lightkube",
+        "kopf",
+        "aiohttp",
+    } <= installed
+    assert {"grpcio", "protobuf"} <= closure(wheels, META, frozenset({"driver"}))
+
+
 @pytest.mark.parametrize(
     ("extra", "forbidden"),
     [
