@@ -56,6 +56,7 @@ lock:
 	rm -rf /tmp/sscsi-lock-venv && python3.11 -m venv /tmp/sscsi-lock-venv
 	/tmp/sscsi-lock-venv/bin/pip install -q $(PARTS:%=./%) '.[dev,bench]'
 	/tmp/sscsi-lock-venv/bin/pip freeze $(PART_DISTS:%=--exclude %) > constraints.txt
+	rm -rf $(PARTS:%=%/build) build/bdist.*
 
 # Wheels of every part and the meta-package, for installs without an index serving the parts:
 #   pip install --find-links build/wheels 'secrets-store-csi-py[cli]'   (README "Packaging")
