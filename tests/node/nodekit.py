@@ -1,11 +1,13 @@
-"""Helpers of the real-node tier: kubectl against the node's control plane, polling, manifests.
+"""Helpers of the real-node tier: the node's control plane through sscsi_kube, kubectl, polling, manifests.
 
-Everything goes through kubectl (the same build as the control plane) so a failing step can be
-replayed by hand with the command shown in the error.
+`Kube` reads, applies and deletes through the project's Kubernetes layer (sscsi_kube), with kubectl's
+names (`pod`, `csv`, `clustercsidriver`) and defaults (the `default` namespace); `Kube.run`, `exec` and
+`logs` stay kubectl (the same build as the control plane): there kubectl itself is what is tested.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -13,12 +15,13 @@ import shlex
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from sscsi_kube import ApiError, KubeClient, Resource, ResourceMap, discover
 from versions_env import kube_bin, versions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,9 +44,68 @@ class KubectlError(AssertionError):
     pass
 
 
+FIELD_MANAGER = "sscsi-node-tests"
+DELETE_TIMEOUT = 180.0
+
+
+class _Blocking:
+    """An sscsi_kube client on an event loop of its own, for the tier's synchronous tests."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.client = KubeClient.from_config(str(kubeconfig), f"{FIELD_MANAGER}/python", timeout=60.0)
+        self._names: ResourceMap | None = None
+
+    def run(self, call: Awaitable[T]) -> T:
+        return self.loop.run_until_complete(call)
+
+    def resource(self, name: str) -> Resource:
+        """kubectl's name for a kind; discovery again on a miss (a CRD applied since)."""
+        for fresh in (False, True):
+            if self._names is None or fresh:
+                self._names = self.run(discover(self.client))
+            try:
+                return self._names.resolve(name)
+            except ApiError:
+                if fresh:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _selectors(extra: tuple[str, ...]) -> tuple[bool, str | None, str | None] | None:
+    """(all namespaces, labels, fields) from kubectl get's flags; None for a flag not known here."""
+    everywhere, labels, fields = False, None, None
+    args = list(extra)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-A", "--all-namespaces"):
+            everywhere = True
+        elif arg in ("-l", "--selector") and args:
+            labels = args.pop(0)
+        elif arg.startswith(("--selector=", "-l=")):
+            labels = arg.split("=", 1)[1]
+        elif arg == "--field-selector" and args:
+            fields = args.pop(0)
+        elif arg.startswith("--field-selector="):
+            fields = arg.split("=", 1)[1]
+        else:
+            return None
+    return everywhere, labels, fields
+
+
 @dataclass
 class Kube:
     kubeconfig: Path
+    _api: _Blocking | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def api(self) -> _Blocking:
+        if self._api is None:
+            self._api = _Blocking(self.kubeconfig)
+        return self._api
+
+    def _where(self, res: Resource, namespace: str | None) -> str | None:
+        return (namespace or "default") if res.namespaced else None
 
     def run(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> str:
         cmd = [str(KUBE_BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
@@ -53,33 +115,64 @@ class Kube:
         return r.stdout
 
     def get(self, kind: str, name: str = "", namespace: str | None = None, *extra: str) -> Any:
-        args = ["get", kind, *([name] if name else []), "-o", "json", *extra]
-        if namespace:
-            args += ["-n", namespace]
-        return json.loads(self.run(*args))
+        """What `kubectl get <kind> [name] [-n ns] -o json [-A] [-l ..] [--field-selector ..]` prints."""
+        flags = _selectors(extra)
+        if flags is None:  # a kubectl flag this reader does not speak
+            args = ["get", kind, *([name] if name else []), "-o", "json", *extra]
+            return json.loads(self.run(*args, *(["-n", namespace] if namespace else [])))
+        everywhere, labels, fields = flags
+        try:
+            res = self.api.resource(kind)
+            where = None if everywhere and not name else self._where(res, namespace)
+            if name:
+                return self.api.run(self.api.client.get(res, name, where))
+            listing = self.api.run(self.api.client.list_all(res, where, labels=labels, fields=fields))
+        except ApiError as err:
+            raise KubectlError(f"get {kind} {name} (namespace {namespace}): {err}") from err
+        return {"apiVersion": "v1", "kind": "List", "items": listing.items}
 
     def exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
-        args = ["get", kind, name, "--ignore-not-found", "-o", "name"]
-        if namespace:
-            args += ["-n", namespace]
-        return bool(self.run(*args).strip())
+        try:
+            res = self.api.resource(kind)
+            return self.api.run(self.api.client.find(res, name, self._where(res, namespace))) is not None
+        except ApiError as err:
+            raise KubectlError(f"get {kind} {name} (namespace {namespace}): {err}") from err
 
     def apply(self, manifest: Any, namespace: str | None = None) -> None:
-        text = (
-            manifest
+        """Server-side apply as `kubectl apply --server-side --force-conflicts` (objects in order)."""
+        docs = (
+            list(yaml.safe_load_all(manifest))
             if isinstance(manifest, str)
-            else yaml.safe_dump_all(manifest if isinstance(manifest, list) else [manifest])
+            else (manifest if isinstance(manifest, list) else [manifest])
         )
-        args = ["apply", "--server-side", "--force-conflicts", "--field-manager=sscsi-node-tests", "-f", "-"]
-        if namespace:
-            args += ["-n", namespace]
-        self.run(*args, input=text)
+        for doc in (d for d in docs if d):
+            group, _, version = str(doc["apiVersion"]).rpartition("/")
+            kind = str(doc["kind"]).lower()
+            try:
+                found = self.api.resource(f"{kind}.{group}" if group else kind)
+                res = Resource(group, version, found.plural, found.kind, found.namespaced)
+                body = {**doc, "metadata": dict(doc["metadata"])}
+                if res.namespaced:
+                    body["metadata"]["namespace"] = (
+                        body["metadata"].get("namespace") or namespace or "default"
+                    )
+                self.api.run(self.api.client.apply(res, body, field_manager=FIELD_MANAGER, force=True))
+            except ApiError as err:
+                raise KubectlError(f"apply {doc['kind']} {doc['metadata'].get('name')}: {err}") from err
 
     def delete(self, kind: str, name: str, namespace: str | None = None, wait: bool = True) -> None:
-        args = ["delete", kind, name, "--ignore-not-found", f"--wait={'true' if wait else 'false'}"]
-        if namespace:
-            args += ["-n", namespace]
-        self.run(*args, timeout=180)
+        """`kubectl delete --ignore-not-found [--wait]`: background propagation, then until it is gone."""
+        try:
+            res = self.api.resource(kind)
+            where = self._where(res, namespace)
+            self.api.run(self.api.client.delete(res, name, where, propagation="Background", missing_ok=True))
+            deadline = time.monotonic() + DELETE_TIMEOUT
+            while wait and self.api.run(self.api.client.find(res, name, where)) is not None:
+                if time.monotonic() > deadline:
+                    raise KubectlError(f"{kind} {name} still exists {DELETE_TIMEOUT:.0f}s after its deletion")
+                time.sleep(0.5)
+        except ApiError as err:
+            raise KubectlError(f"delete {kind} {name} (namespace {namespace}): {err}") from err
 
     def exec(self, pod: str, namespace: str, *command: str, container: str | None = None) -> str:
         args = ["exec", pod, "-n", namespace]

@@ -1,7 +1,8 @@
 """Helpers of the OLM-live tier: OLM's objects, as an admin writes them, and waits on their status.
 
-Everything goes through kubectl (tests/node/nodekit.Kube) against the real-node cluster, so every
-step can be replayed by hand. The manifests follow docs/install-olm.md.
+Everything goes through tests/node/nodekit.Kube against the real-node cluster: reads, applies and
+deletes by the project's Kubernetes layer with kubectl's names, the rest by kubectl, so every step has
+a kubectl equivalent an admin can replay. The manifests follow docs/install-olm.md.
 """
 
 from __future__ import annotations
