@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 Obj = dict[str, Any]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sscsi_kube import ApiError, KubeClient, Resource
+from sscsi_kube.config import default_namespace
 
 from .access import Forbidden, Kind, NotFound, Obj, Unreachable, describe
 
@@ -24,13 +25,18 @@ def _translate(err: ApiError, what: str) -> Exception:
 
 
 class KubeCluster:
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, namespace: str = "default") -> None:
         self._client = client
+        # The namespace kubectl uses without -n (the kubeconfig context's).
+        self.namespace = namespace
 
     @classmethod
-    def connect(cls, kubeconfig: str | None, timeout: float = 15.0) -> KubeCluster:
+    def connect(
+        cls, kubeconfig: str | None, context: str | None = None, timeout: float = 15.0
+    ) -> KubeCluster:
         try:
-            return cls(KubeClient.from_config(kubeconfig, USER_AGENT, timeout))
+            client = KubeClient.from_config(kubeconfig, USER_AGENT, timeout, context)
+            return cls(client, default_namespace(kubeconfig, context))
         except Exception as err:  # lightkube's config errors have no common base
             raise Unreachable(f"cannot load the Kubernetes configuration: {err}") from None
 

@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-o", "--output", choices=["text", "json"], default="text")
     common.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None)
+    common.add_argument("--context", help="the kubeconfig context to use (default: the current one)")
     common.add_argument(
         "--driver-namespace",
         default=names.DRIVER_NAMESPACE,
@@ -49,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", parents=[common], help="walk the chain from a pod to its secrets")
     doctor.add_argument("pod")
-    doctor.add_argument("-n", "--namespace", default="default")
+    doctor.add_argument("-n", "--namespace", help="the pod's namespace (default: the context's)")
     sub.add_parser("status", parents=[common], help="operator, driver and providers per node")
     return top
 
@@ -106,7 +107,9 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> int:
 async def _main(args: argparse.Namespace) -> int:
     from .kube_cluster import KubeCluster
 
-    cluster = KubeCluster.connect(args.kubeconfig)
+    cluster = KubeCluster.connect(args.kubeconfig, args.context)
+    if getattr(args, "namespace", "") is None:
+        args.namespace = cluster.namespace
     try:
         return await run(args, cluster)
     finally:

@@ -55,8 +55,10 @@ class KubeClient:
         self._in_flight = asyncio.Semaphore(max_in_flight)
 
     @classmethod
-    def from_config(cls, kubeconfig: str | None, user_agent: str, timeout: float = 15.0) -> KubeClient:
-        return cls(config.http_client(kubeconfig, user_agent, timeout))
+    def from_config(
+        cls, kubeconfig: str | None, user_agent: str, timeout: float = 15.0, context: str | None = None
+    ) -> KubeClient:
+        return cls(config.http_client(kubeconfig, user_agent, timeout, context))
 
     async def close(self) -> None:
         await self._http.aclose()

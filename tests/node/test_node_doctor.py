@@ -175,6 +175,9 @@ def test_wrong_provider_name(installation: Installation, ns: str) -> None:
     link = links(report)["secrets-store-inline: provider on the node"]
     assert "e2e-provder.sock" in link["evidence"][0] and "e2e-provider" in link["evidence"][0], link
     assert "e2e-provider" in link["fix"]
+    (CAPTURE / "doctor-wrong-provider.txt").write_text(
+        plugin(kube.kubeconfig, "doctor", "typo", "-n", ns).stdout
+    )
     assert links(report)["secrets-store-inline: SecretProviderClass"]["verdict"] == "ok"
 
 
@@ -320,7 +323,7 @@ def test_namespace_user_gets_could_not_check(installation: Installation, ns: str
         "provider on the node",
     ):
         assert got[f"secrets-store-inline: {name}"]["verdict"] == "ok", got
-    text = plugin(user, "doctor", "mine", "-n", ns)
+    text = plugin(user, "doctor", "mine")  # -n from the context, as kubectl
     assert text.returncode == 3 and "Traceback" not in text.stderr, text.stderr
     status = plugin(user, "status")
     assert status.returncode == 3 and "Traceback" not in status.stderr, status.stdout + status.stderr

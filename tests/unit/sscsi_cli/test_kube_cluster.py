@@ -75,3 +75,26 @@ def test_unusable_kubeconfig_exits_4(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 4
     err = capsys.readouterr().err
     assert err.startswith("error: cannot load the Kubernetes configuration") and "Traceback" not in err
+
+
+def test_namespace_and_context_come_from_the_kubeconfig(tmp_path: Path) -> None:
+    """Without -n the pod is looked up in the context's namespace, as kubectl does; --context picks one."""
+    path = tmp_path / "config"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: a\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: not-a-real-token}}]\n"
+        "contexts:\n"
+        "- {name: a, context: {cluster: c, user: u, namespace: team-a}}\n"
+        "- {name: b, context: {cluster: c, user: u}}\n"
+    )
+
+    async def namespaces() -> list[str]:
+        out = []
+        for context in (None, "b"):
+            cluster = KubeCluster.connect(str(path), context)
+            out.append(cluster.namespace)
+            await cluster.close()
+        return out
+
+    assert asyncio.run(namespaces()) == ["team-a", "default"]
