@@ -170,7 +170,14 @@ def judge(facts: ClusterFacts) -> StatusReport:
         nodes.links.append(denied("nodes", facts.nodes))
     else:
         ready = sum(r.ready for r in rows)
-        nodes.details.update({"ready": ready, "total": len(rows)})
+        placed = [r for r in rows if r.eligible]
+        serving = sum(r.driver == "ready" and r.registered == "yes" for r in placed)
+        nodes.title = (
+            f"nodes: {ready}/{len(rows)} ready, the driver serving on {serving}/{len(placed)} it is placed on"
+        )
+        nodes.details.update(
+            {"ready": ready, "total": len(rows), "driverServing": serving, "placed": len(placed)}
+        )
         nodes.links += [_node_link(facts, row) for row in rows if row.eligible]
     for what, value in (
         ("CSINodes", facts.csinodes),

@@ -31,6 +31,7 @@ def test_healthy_cluster(world: World) -> None:
 def test_text_table(world: World) -> None:
     code, out = world.cli("status")
     assert code == 0
+    assert "nodes: 1/1 ready, the driver serving on 1/1 it is placed on" in out.splitlines()
     header = next(line for line in out.splitlines() if line.startswith("NODE"))
     assert header.split() == [
         "NODE",
