@@ -12,6 +12,7 @@ from .objects import (
     container_problems,
     describe_event,
     event_time,
+    is_driver_pod,
     pod_ready,
     provider_label,
     ref,
@@ -130,6 +131,7 @@ def check_provider(facts: PodFacts, volume: VolumeFacts) -> Link:
         if _mounted(volume):
             return ok(PROVIDER_LINK, f"the volume was mounted through provider {provider} (its SPCPS)")
         return denied(PROVIDER_LINK, pods)
+    pods = [p for p in pods if not is_driver_pod(p)]  # the driver mounts the providers directory too
     providers = {p["metadata"]["name"]: sockets_of(p) for p in pods}
     serving = [p for p in pods if serves(providers[p["metadata"]["name"]], provider)]
     ready = [p for p in serving if pod_ready(p)]

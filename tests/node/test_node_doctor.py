@@ -175,6 +175,7 @@ def test_wrong_provider_name(installation: Installation, ns: str) -> None:
     link = links(report)["secrets-store-inline: provider on the node"]
     assert "e2e-provder.sock" in link["evidence"][0] and "e2e-provider" in link["evidence"][0], link
     assert "e2e-provider" in link["fix"]
+    assert "secrets-store-csi-driver-node" not in link["evidence"][0], "the driver is no provider"
     (CAPTURE / "doctor-wrong-provider.txt").write_text(
         plugin(kube.kubeconfig, "doctor", "typo", "-n", ns).stdout
     )

@@ -83,6 +83,7 @@ def test_wrong_provider_name(world: World) -> None:
     assert link["reason"] == "ProviderNotFound"
     assert "no pod on node" in link["evidence"][0] and "e2e-provider" in link["evidence"][0]
     assert "provider not found" in link["evidence"][1]
+    assert "secrets-store-csi-driver-node" not in link["evidence"][0], "the driver is no provider"
     assert "e2e-provider" in link["fix"]
 
 
