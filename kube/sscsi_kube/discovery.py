@@ -56,15 +56,18 @@ async def discover(client: KubeClient) -> ResourceMap:
         found.add(res, aliases)
     groups = (await client.request("GET", "/apis")).get("groups") or []
     for group in groups:
+        # Every served version, the preferred one first: a kind may exist only in another version
+        # (OLM's Subscription is v1alpha1 while operators.coreos.com prefers v2), and the first seen wins.
         preferred = (group.get("preferredVersion") or {}).get("version")
-        if not preferred:
-            continue
-        try:
-            document = await client.request("GET", f"/apis/{group['name']}/{preferred}")
-        except ApiError as err:
-            if err.not_found or err.unavailable or err.status == 503:
-                continue  # e.g. an aggregated API whose server is not up
-            raise
-        for res, aliases in _resources(document, str(group["name"]), str(preferred)):
-            found.add(res, aliases)
+        served = [str(v.get("version")) for v in group.get("versions") or [] if v.get("version")]
+        versions = ([preferred] if preferred else []) + [v for v in served if v != preferred]
+        for version in versions:
+            try:
+                document = await client.request("GET", f"/apis/{group['name']}/{version}")
+            except ApiError as err:
+                if err.not_found or err.unavailable or err.status == 503:
+                    continue  # e.g. an aggregated API whose server is not up
+                raise
+            for res, aliases in _resources(document, str(group["name"]), str(version)):
+                found.add(res, aliases)
     return found

@@ -75,3 +75,39 @@ async def test_names_resolve_like_kubectl_and_a_down_aggregated_api_is_skipped()
     with pytest.raises(ApiError):
         found.resolve("packagemanifest")
     await client.close()
+
+
+async def test_kinds_served_only_in_a_version_that_is_not_preferred_resolve() -> None:
+    """As OLM serves it: operators.coreos.com prefers v2 (OperatorCondition only), Subscription is v1alpha1
+    and OperatorGroup is v1 and v1alpha2; the preferred version wins a kind served in several."""
+    group = {
+        "name": "operators.coreos.com",
+        "preferredVersion": {"version": "v2"},
+        "versions": [{"version": v} for v in ("v2", "v1", "v1alpha2", "v1alpha1")],
+    }
+
+    def kind(plural: str, singular: str, name: str) -> dict[str, object]:
+        return {"name": plural, "singularName": singular, "namespaced": True, "kind": name}
+
+    docs = {
+        "/api/v1": CORE,
+        "/apis": {"groups": [group]},
+        "/apis/operators.coreos.com/v2": {
+            "resources": [kind("operatorconditions", "operatorcondition", "X")]
+        },
+        "/apis/operators.coreos.com/v1": {
+            "resources": [kind("operatorgroups", "operatorgroup", "OperatorGroup")]
+        },
+        "/apis/operators.coreos.com/v1alpha2": {
+            "resources": [kind("operatorgroups", "operatorgroup", "OperatorGroup")]
+        },
+        "/apis/operators.coreos.com/v1alpha1": {
+            "resources": [kind("subscriptions", "subscription", "Subscription")]
+        },
+    }
+    client = MockApi(lambda request: httpx2.Response(200, json=docs[request.url.path])).client()
+    found = await discover(client)
+    assert found.resolve("subscription").version == "v1alpha1"
+    assert found.resolve("operatorgroup.operators.coreos.com").version == "v1"
+    assert found.resolve("operatorconditions").version == "v2"
+    await client.close()
