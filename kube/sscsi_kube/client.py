@@ -77,13 +77,7 @@ class KubeClient:
         if body is not None:
             kwargs["content"] = json.dumps(body)
             kwargs["headers"] = {"Content-Type": content_type}
-        try:
-            async with self._in_flight:
-                response = await self._http.request(method, path, **kwargs)
-        except httpx2.HTTPError as err:
-            raise from_transport(err) from err
-        if response.status_code >= 400:
-            raise from_response(response)
+        response = await self._exchange(method, path, **kwargs)
         try:
             document: Obj = response.json() if response.content else {}
         except ValueError as err:
@@ -103,14 +97,18 @@ class KubeClient:
 
     async def get_text(self, path: str) -> str:
         """A GET whose answer is text, not JSON: e.g. a pod's /metrics through `pods/proxy` (the CLI)."""
+        return (await self._exchange("GET", path)).text
+
+    async def _exchange(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+        """One HTTP exchange inside the in-flight bound; transport failures and 4xx/5xx become ApiError."""
         try:
             async with self._in_flight:
-                response = await self._http.request("GET", path)
+                response = await self._http.request(method, path, **kwargs)
         except httpx2.HTTPError as err:
             raise from_transport(err) from err
         if response.status_code >= 400:
             raise from_response(response)
-        return response.text
+        return response
 
     # ---- reads ----
 
