@@ -23,14 +23,15 @@ Writers of the same target must be serialised by the caller.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 DATA_LINK = "..data"
@@ -112,42 +113,52 @@ def write_payloads(target: Path, files: Sequence[Payload], *, group: int | None 
     one already holds exactly these paths and bytes (and, with `group`, that
     group); in that case nothing on disk is touched (unless a previous crash
     left something to repair).
+
+    Every step works relative to one descriptor of `target` opened without
+    following a link: no path below it is resolved twice, nothing outside it is reached.
     """
     validate_payloads(files)
-    if group is not None:
-        _chown_target(target, group)
-    if not files:
+    if group is None and not files:
         return False
+    fd = os.open(target, _DIR_FLAGS)
+    try:
+        if group is not None:
+            _chown_dir(fd, group)
+        return _publish(fd, files, group) if files else False
+    finally:
+        os.close(fd)
 
-    recover(target)
+
+def _publish(fd: int, files: Sequence[Payload], group: int | None) -> bool:
+    names = set(os.listdir(fd))
+    old = _recover_at(fd, names)
     top_names = {payload.path.split("/", 1)[0] for payload in files}
-    for name in top_names:  # files a provider once wrote directly, not through our links
-        entry = target / name
-        if entry.is_symlink() or not entry.exists():
+    for name in top_names & names:  # files a provider once wrote directly, not through our links
+        mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(mode):
             continue
-        if entry.is_dir():
-            shutil.rmtree(entry)
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(name, dir_fd=fd)
         else:
-            entry.unlink()
+            os.unlink(name, dir_fd=fd)
 
-    old = _current_generation(target)
-    if old is not None and _generation_holds(target / old, files, group):
-        _align_links(target, top_names)
+    if old is not None and _generation_holds(fd, old, files, group):
+        _align_links(fd, top_names, names)
         return False
 
     try:
-        new = _write_generation(target, files, group)
-        os.symlink(new, target / DATA_TMP_LINK)
-        os.rename(target / DATA_TMP_LINK, target / DATA_LINK)
+        new = _write_generation(fd, files, group)
+        os.symlink(new, DATA_TMP_LINK, dir_fd=fd)
+        os.rename(DATA_TMP_LINK, DATA_LINK, src_dir_fd=fd, dst_dir_fd=fd)
     except BaseException:
         # Drops the half-written generation; the old one is still what `..data` names.
         with contextlib.suppress(OSError):
-            recover(target)
+            _recover_at(fd, set(os.listdir(fd)))
         raise
 
-    _align_links(target, top_names)
+    _align_links(fd, top_names, names)
     if old is not None:
-        shutil.rmtree(target / old, ignore_errors=True)
+        shutil.rmtree(old, dir_fd=fd, ignore_errors=True)
     return True
 
 
@@ -180,26 +191,43 @@ def read_mounted_files(target: Path) -> dict[str, Path]:
 
 def recover(target: Path) -> None:
     """Remove what an interrupted write left behind: `..data_tmp` and orphaned generations."""
-    if not target.is_dir():
-        return
-    tmp_link = target / DATA_TMP_LINK
-    if tmp_link.is_symlink():
-        with contextlib.suppress(FileNotFoundError):
-            tmp_link.unlink()
-    current = _current_generation(target)
-    for entry in os.scandir(target):
-        if entry.name != current and _GENERATION_RE.fullmatch(entry.name) and not entry.is_symlink():
-            shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _current_generation(target: Path) -> str | None:
     try:
-        name = os.readlink(target / DATA_LINK)
+        fd = os.open(target, _DIR_FLAGS)
+    except OSError:  # missing, or not a directory: nothing of ours to repair
+        return
+    try:
+        _recover_at(fd, set(os.listdir(fd)))
+    finally:
+        os.close(fd)
+
+
+def _recover_at(fd: int, names: set[str]) -> str | None:
+    """Repair the directory of `fd` (listed as `names`); returns the current generation's name."""
+    if DATA_TMP_LINK in names and _is_link(fd, DATA_TMP_LINK):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(DATA_TMP_LINK, dir_fd=fd)
+    current = _current_generation_at(fd)
+    for name in names:
+        if name != current and _GENERATION_RE.fullmatch(name) and not _is_link(fd, name):
+            shutil.rmtree(name, dir_fd=fd, ignore_errors=True)
+    return current
+
+
+def _is_link(fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _current_generation_at(fd: int) -> str | None:
+    try:
+        name = os.readlink(DATA_LINK, dir_fd=fd)
+        if not _GENERATION_RE.fullmatch(name):
+            return None
+        return name if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode) else None
     except OSError:
         return None
-    if not _GENERATION_RE.fullmatch(name) or not (target / name).is_dir() or (target / name).is_symlink():
-        return None
-    return name
 
 
 def group_mode(mode: int) -> int:
@@ -207,54 +235,88 @@ def group_mode(mode: int) -> int:
     return mode | stat.S_IRGRP
 
 
-def _generation_holds(generation: Path, files: Sequence[Payload], group: int | None = None) -> bool:
-    on_disk: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(generation, followlinks=False):
-        for name in [*dirnames, *filenames]:
-            entry = os.lstat(os.path.join(dirpath, name))
-            if stat.S_ISLNK(entry.st_mode) or (group is not None and entry.st_gid != group):
-                return False
-        on_disk.update(os.path.relpath(os.path.join(dirpath, name), generation) for name in filenames)
-    if on_disk != {payload.path for payload in files}:
-        return False
+def _generation_holds(fd: int, generation: str, files: Sequence[Payload], group: int | None = None) -> bool:
+    """True when `generation` holds exactly `files` (paths, bytes; with `group`, its owner), and no link."""
+    on_disk: dict[str, int] = {}  # relative path -> size
+    root = os.open(generation, _DIR_FLAGS, dir_fd=fd)
     try:
-        return all((generation / payload.path).read_bytes() == payload.contents for payload in files)
+        if not _list_tree(root, "", group, on_disk) or len(on_disk) != len(files):
+            return False
+        if any(on_disk.get(payload.path) != len(payload.contents) for payload in files):
+            return False  # a new path or a new size: no need to read anything
+        return all(
+            _read_at(root, payload.path, len(payload.contents)) == payload.contents for payload in files
+        )
     except OSError:  # e.g. a mode 0 file when not running as root: just write again
         return False
+    finally:
+        os.close(root)
 
 
-def _chown_target(target: Path, group: int) -> None:
-    """Give the volume's root directory (the tmpfs) to `group`, without following a link.
+def _list_tree(dir_fd: int, prefix: str, group: int | None, out: dict[str, int]) -> bool:
+    """Record the regular files below `dir_fd` (relative path -> size); False at a link or a foreign group."""
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode) or (group is not None and info.st_gid != group):
+                return False
+            if stat.S_ISDIR(info.st_mode):
+                child = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+                try:
+                    if not _list_tree(child, f"{prefix}{entry.name}/", group, out):
+                        return False
+                finally:
+                    os.close(child)
+            else:
+                out[prefix + entry.name] = info.st_size
+    return True
 
-    Every republish passes here: an unchanged owner is left alone (no inode write per pass).
-    """
-    fd = os.open(target, _DIR_FLAGS)
+
+def _read_at(dir_fd: int, path: str, size: int) -> bytes:
+    """Up to `size` + 1 bytes of `path` below `dir_fd` (one more than expected shows a longer file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
-        if os.fstat(fd).st_gid != group:
-            os.fchown(fd, -1, group)
+        chunks: list[bytes] = []
+        left = size + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)
 
 
-def _write_generation(target: Path, files: Sequence[Payload], group: int | None = None) -> str:
-    stamp = datetime.now(UTC).strftime("%Y_%m_%d_%H_%M_%S")
+def _chown_dir(fd: int, group: int) -> None:
+    """Give the volume's root directory (the tmpfs) to `group`.
+
+    Every republish passes here: an unchanged owner is left alone (no inode write per pass).
+    """
+    if os.fstat(fd).st_gid != group:
+        os.fchown(fd, -1, group)
+
+
+def _write_generation(fd: int, files: Sequence[Payload], group: int | None = None) -> str:
+    stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime())
     name = f"..{stamp}.{secrets.token_hex(5)}"
-    os.mkdir(target / name, 0o700)
-    root_fd = os.open(target / name, _DIR_FLAGS)
+    os.mkdir(name, 0o700, dir_fd=fd)
+    root_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+    opened: dict[str, int] = {"": root_fd}  # parent directory (relative path) -> descriptor
     try:
         if group is not None:
             os.fchown(root_fd, -1, group)
         os.fchmod(root_fd, 0o755)
         for payload in files:
-            *parents, leaf = payload.path.split("/")
-            dir_fd = _open_dirs(root_fd, parents, group)
-            try:
-                _write_file(dir_fd, leaf, payload, group)
-            finally:
-                if dir_fd != root_fd:
-                    os.close(dir_fd)
+            parent, _, leaf = payload.path.rpartition("/")
+            dir_fd = opened.get(parent)
+            if dir_fd is None:
+                dir_fd = opened[parent] = _open_dirs(root_fd, parent.split("/"), group)
+            _write_file(dir_fd, leaf, payload, group)
     finally:
-        os.close(root_fd)
+        for dir_fd in opened.values():
+            os.close(dir_fd)
     return name
 
 
@@ -297,21 +359,26 @@ def _write_file(dir_fd: int, name: str, payload: Payload, group: int | None = No
         os.close(fd)
 
 
-def _align_links(target: Path, top_names: set[str]) -> None:
-    """Make the top-level links exactly `name -> ..data/name` for `top_names`; touch nothing already right."""
+def _align_links(fd: int, top_names: set[str], names: set[str]) -> None:
+    """Make the top-level links exactly `name -> ..data/name` for `top_names`; touch nothing already right.
+
+    `names` is what the directory held before this write (links to remove can only be among them).
+    """
     for name in sorted(top_names):
-        link = target / name
         wanted = f"{DATA_LINK}/{name}"
-        if link.is_symlink():
-            if os.readlink(link) == wanted:
-                continue
-            link.unlink()
-        os.symlink(wanted, link)
-    for entry in os.scandir(target):
+        if name in names:
+            try:
+                if os.readlink(name, dir_fd=fd) == wanted:
+                    continue
+                os.unlink(name, dir_fd=fd)
+            except OSError as err:  # EINVAL: not a link (then symlink() below refuses to replace it)
+                if err.errno not in (errno.EINVAL, errno.ENOENT):
+                    raise
+        os.symlink(wanted, name, dir_fd=fd)
+    for name in names - top_names:
         if (
-            entry.name not in top_names
-            and not entry.name.startswith("..")
-            and entry.is_symlink()
-            and os.readlink(entry.path) == f"{DATA_LINK}/{entry.name}"
+            not name.startswith("..")
+            and _is_link(fd, name)
+            and os.readlink(name, dir_fd=fd) == f"{DATA_LINK}/{name}"
         ):
-            os.unlink(entry.path)
+            os.unlink(name, dir_fd=fd)

@@ -154,10 +154,10 @@ def mount_tmpfs(target: Path, *, size: str | None = None) -> None:
             raise MountError(f"mount -t tmpfs -o {options} tmpfs {target}", target, err)
 
 
-def unmount(target: Path) -> None:
-    """Unmount the filesystem mounted on ``target``.
+def unmount(target: Path) -> bool:
+    """Unmount the filesystem mounted on ``target``; True when one was.
 
-    Succeeds without doing anything when ``target`` is not a mount point
+    Succeeds without doing anything (False) when ``target`` is not a mount point
     (EINVAL) or does not exist (ENOENT), so retries and cleanup after a crash
     are safe. Only the topmost of stacked mounts is removed.
     """
@@ -166,9 +166,10 @@ def unmount(target: Path) -> None:
     while libc.umount2(path, 0) != 0:
         err = ctypes.get_errno()
         if err in (errno.EINVAL, errno.ENOENT):
-            return
+            return False
         if err != errno.EINTR:
             raise MountError(f"umount {target}", target, err)
+    return True
 
 
 def _unescape(field: bytes) -> str:

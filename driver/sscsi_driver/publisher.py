@@ -12,12 +12,9 @@ refresh keeps the previous files and reports success to kubelet, as upstream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +22,7 @@ from pathlib import Path
 
 from sscsi_kube import NORMAL, WARNING, ApiError, EventRecorder, NamespacedCache
 
-from . import atomic_writer, errors, limits, mounter
+from . import atomic_writer, errors, limits, mounter, target_dir
 from .config import Config
 from .errors import DriverError
 from .keyed_lock import KeyedLock
@@ -82,44 +79,20 @@ class Publisher:
         self._pod_slots: KeyedLock[str] = KeyedLock(cfg.max_concurrent_publishes_per_pod)
         self.listeners: list[VolumeListener] = []
         self.unpublish_listeners: list[Callable[[str], None]] = []
-
-    # ---- target path checks ----
-
-    def _check_target(self, target: str) -> None:
-        if os.path.normpath(target) != target or not os.path.isabs(target):
-            raise errors.invalid_argument(f"target path {target!r} must be an absolute, clean path")
-        pods_dir = os.path.join(os.path.realpath(self._cfg.kubelet_root_dir), "pods") + os.sep
-        parent = os.path.realpath(os.path.dirname(target))
-        if not (parent + os.sep).startswith(pods_dir):
-            raise errors.invalid_argument(
-                f"target path {target} is outside the kubelet pods directory {pods_dir} "
-                f"(set --kubelet-root-dir if kubelet uses another root)"
-            )
-
-    @staticmethod
-    def _ensure_mount_point(target: Path) -> bool:
-        """True when our tmpfs is already mounted there; creates the directory otherwise."""
-        try:
-            if mounter.is_mount_point(target):
-                try:
-                    os.listdir(target)
-                    return True
-                except OSError:
-                    log.warning("corrupt mount point, unmounting", extra={"target_path": str(target)})
-                    mounter.unmount(target)
-                    return False
-            target.mkdir(mode=0o750, parents=True, exist_ok=True)
-            return False
-        except OSError as err:
-            raise errors.internal(
-                f"failed to check if target path {target} is mount point, err: {err}",
-                errors.FAILED_TO_ENSURE_MOUNT_POINT,
-            ) from err
+        self._pods = target_dir.KubeletPods(cfg.kubelet_root_dir)
 
     # ---- publish ----
 
     async def publish(self, req: PublishRequest) -> None:
         ctx = req.volume_context
+        known = self.volumes.get(req.target_path)
+        if known is not None and target_dir.filled(req.target_path):
+            # A volume this process published, still mounted and filled: kubelet's periodic
+            # republish costs a dict lookup, a clock read and one lstat unless a refresh is due.
+            if not self._cfg.enable_secret_rotation or not await self._refresh_due(known):
+                return
+        else:
+            known = None
         pod = PodRef(
             namespace=ctx.get(POD_NAMESPACE, ""),
             name=ctx.get(POD_NAME, ""),
@@ -128,14 +101,22 @@ class Publisher:
         )
         spc_name = ctx.get(SPC_ATTRIBUTE, "")
         target = Path(req.target_path)
-        self._check_target(req.target_path)
-        mounted = await asyncio.to_thread(self._ensure_mount_point, target)
+        if known is not None:  # its path passed the target check when this process first published it
+            await self._refresh(req, pod, spc_name, target, known)
+            return
+        self._pods.check(req.target_path)
+        if target_dir.create(target):  # the usual first publish: nothing there yet, no thread needed
+            mounted = False
+        else:
+            mounted = await asyncio.to_thread(target_dir.ensure_mount_point, target)
         # A tmpfs without `..data` never got its files (e.g. the driver was killed mid-publish):
         # finish the first publish instead of reporting an empty volume as published.
         if not (mounted and (target / "..data").is_symlink()):
             await self._first_publish(req, pod, spc_name, target, mounted=mounted)
         elif self._cfg.enable_secret_rotation:
-            await self._refresh(req, pod, spc_name, target)
+            previous = self.volumes.get(req.target_path)
+            if previous is None or await self._refresh_due(previous):
+                await self._refresh(req, pod, spc_name, target, previous)
         # else: already published and rotation is off; nothing to do (idempotent)
 
     async def _first_publish(
@@ -158,16 +139,16 @@ class Publisher:
         except DriverError as err:
             provider = req.volume_context.get(PROVIDER_ATTRIBUTE, "")
             self._metrics.node_publish_error.labels(provider, err.error_type, OS_TYPE).inc()
-            await asyncio.to_thread(self._cleanup_failed_mount, target)
+            await asyncio.to_thread(target_dir.cleanup_failed_mount, target)
             raise
         self._metrics.node_publish.labels(spc.provider, OS_TYPE).inc()
 
-    async def _refresh(self, req: PublishRequest, pod: PodRef, spc_name: str, target: Path) -> None:
-        """Refetch a published volume when due; a failure keeps the previous files and is not returned
-        to kubelet (upstream masks remount errors, kubernetes/kubernetes#121271)."""
-        previous = self.volumes.get(str(target))
-        if previous is not None and not await self._refresh_due(previous):
-            return
+    async def _refresh(
+        self, req: PublishRequest, pod: PodRef, spc_name: str, target: Path, previous: VolumeState | None
+    ) -> None:
+        """Refetch a published volume (`previous`: what it holds, None after a driver restart); a failure
+        keeps the previous files and is not returned to kubelet (upstream masks remount errors,
+        kubernetes/kubernetes#121271)."""
         started = time.monotonic()
         try:
             async with self._pod_slots.hold(_slot_key(pod)):
@@ -206,10 +187,10 @@ class Publisher:
         if state.due(self._cfg.rotation_poll_interval):
             return True
         try:  # an SPC edited since the last refresh takes effect at once
-            spc = SecretProviderClass.from_dict(await self._spcs.get(state.pod.namespace, state.spc_name))
-        except (ApiError, OSError):
+            meta = (await self._spcs.get(state.pod.namespace, state.spc_name)).get("metadata") or {}
+            return int(meta.get("generation") or 0) != state.spc_generation
+        except (ApiError, OSError, ValueError, TypeError, AttributeError):
             return False
-        return spc.generation != state.spc_generation
 
     # ---- the steps both paths share ----
 
@@ -303,23 +284,11 @@ class Publisher:
         for listener in self.listeners:
             await listener(state, spc)
 
-    @staticmethod
-    def _cleanup_failed_mount(target: Path) -> None:
-        try:
-            mounter.unmount(target)
-            _remove_contents(target)
-            with contextlib.suppress(FileNotFoundError):
-                target.rmdir()
-        except OSError as err:
-            log.warning(
-                "cleanup after failed mount incomplete", extra={"target_path": str(target), "error": str(err)}
-            )
-
     # ---- unpublish ----
 
     async def unpublish(self, target_path: str) -> None:
         try:
-            await asyncio.to_thread(self._unmount_and_remove, Path(target_path))
+            await asyncio.to_thread(target_dir.unmount_and_remove, Path(target_path))
         except OSError as err:
             self._metrics.node_unpublish_error.labels(OS_TYPE).inc()
             raise errors.internal(
@@ -331,19 +300,6 @@ class Publisher:
         for forget in self.unpublish_listeners:
             forget(target_path)
         self._metrics.node_unpublish.labels(OS_TYPE).inc()
-
-    @staticmethod
-    def _unmount_and_remove(target: Path) -> None:
-        if not os.path.lexists(target):
-            return
-        if target.is_symlink() or not target.is_dir():
-            raise OSError(f"{target} is not a directory; refusing to touch it")
-        for _ in range(8):  # stacked mounts (e.g. after a crash) come off one at a time
-            if not mounter.is_mount_point(target):
-                break
-            mounter.unmount(target)
-        _remove_contents(target)
-        target.rmdir()
 
 
 def token_values(tokens: str) -> list[str]:
@@ -363,15 +319,3 @@ def _who(pod: PodRef) -> str:
 
 def _slot_key(pod: PodRef) -> str:
     return pod.uid or _who(pod)
-
-
-def _remove_contents(directory: Path) -> None:
-    """Delete what is inside `directory` without following any symlink out of it."""
-    if not directory.is_dir() or directory.is_symlink():
-        return
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)

@@ -78,8 +78,9 @@ def rpc(
         @functools.wraps(fn)
         async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
             started = time.monotonic()
-            summary = describe(request)
-            log.debug("request", extra={"method": method, **summary})
+            verbose = log.isEnabledFor(logging.DEBUG)  # the summary is built only when it is logged
+            if verbose:
+                log.debug("request", extra={"method": method, **describe(request)})
             try:
                 for field, message in required:
                     if _missing(request, field):
@@ -99,17 +100,22 @@ def rpc(
                         "code": err.code.name,
                         "error": err.message,
                         "duration_s": round(time.monotonic() - started, 4),
-                        **summary,
+                        **describe(request),
                     },
                 )
                 await context.abort(err.code, err.message)
             except Exception:
-                log.exception("rpc crashed", extra={"method": method, **summary})
+                log.exception("rpc crashed", extra={"method": method, **describe(request)})
                 await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error, see driver logs")
-            log.debug(
-                "response",
-                extra={"method": method, "duration_s": round(time.monotonic() - started, 4), **summary},
-            )
+            if verbose:
+                log.debug(
+                    "response",
+                    extra={
+                        "method": method,
+                        "duration_s": round(time.monotonic() - started, 4),
+                        **describe(request),
+                    },
+                )
             return response
 
         return wrapper
