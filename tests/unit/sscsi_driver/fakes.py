@@ -65,9 +65,15 @@ class FakeEvents:
         self.events.append((type_, reason))
 
 
-def make_publisher(root: Path, sock_dir: Path, *, rotation: bool = False) -> tuple[Publisher, FakeEvents]:
+def make_publisher(
+    root: Path, sock_dir: Path, *, rotation: bool = False, interval: str = "0s"
+) -> tuple[Publisher, FakeEvents]:
     cfg, _ = parse_config(
-        [f"--kubelet-root-dir={root}", f"--enable-secret-rotation={rotation}", "--rotation-poll-interval=0s"]
+        [
+            f"--kubelet-root-dir={root}",
+            f"--enable-secret-rotation={rotation}",
+            f"--rotation-poll-interval={interval}",
+        ]
     )
     spcs = FakeSpcs(
         {
