@@ -1,6 +1,6 @@
 """Benchmark entry point: our driver and the upstream Go driver, side by side, in one run.
 
-    make bench                                    # full run (< 15 min on 2 cores)
+    make bench                                    # 3 rounds, ABAB (< 20 min on 2 cores)
     PYTHONPATH=tests:hack .venv/bin/python -m bench   # the same, by hand
     python -m bench --smoke                       # seconds; run by tests/e2e/test_bench_smoke.py
 
@@ -30,9 +30,10 @@ from typing import Any
 from sscsi_kube import KubeClient
 from versions_env import versions as read_versions
 
-from . import drivers, fixtures, report
+from . import chart, drivers, fixtures, report, stats
 from .audit import AuditLog
-from .scenarios import DriverPhase, Settings, Shared
+from .rounds import floors_doc, run_rounds
+from .scenarios import Settings, Shared
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,65 +114,6 @@ def _loadavg() -> str:
         return ""
 
 
-async def populate_elsewhere(shared: Shared, pods: int) -> dict[str, Any]:
-    """Scenario 4's background: other nodes' pods, SPCs and SPCPS in other namespaces."""
-    s, api, run = shared.settings, shared.api, shared.run_id
-    started = time.monotonic()
-    nodes = [f"bench-{run}-else-{j}" for j in range(s.scale_nodes)]
-    namespaces = [f"b-{run}-else-{k}" for k in range(s.scale_namespaces)]
-    await fixtures.bounded(fixtures.create_node(api, n, run) for n in nodes)
-    await fixtures.bounded(fixtures.create_namespace(api, ns, run) for ns in namespaces)
-    obj = fixtures.objects(s.objects_per_volume, s.object_size)
-    names = [(namespaces[i % len(namespaces)], f"else-{i:05d}", nodes[i % len(nodes)]) for i in range(pods)]
-    await fixtures.bounded((fixtures.create_spc(api, ns, name, obj) for ns, name, _ in names), 32)
-    created = await fixtures.bounded(
-        (fixtures.create_bench_pod(api, ns, name, node, name) for ns, name, node in names), 32
-    )
-    await fixtures.bounded(
-        (
-            fixtures.create_spcps(
-                api,
-                pod,
-                name,
-                node,
-                f"/var/lib/kubelet/pods/{pod['metadata']['uid']}/volumes/kubernetes.io~csi/secrets/mount",
-                s.objects_per_volume,
-            )
-            for pod, (_, name, node) in zip(created, names, strict=True)
-        ),
-        32,
-    )
-    return {
-        "nodes": nodes,
-        "namespaces": namespaces,
-        "pods": len(created),
-        "spcs": len(names),
-        "spcps": len(created),
-        "seconds": round(time.monotonic() - started, 2),
-    }
-
-
-async def run_phase(
-    shared: Shared, spec: drivers.DriverSpec, phase: str, settings: Settings
-) -> dict[str, Any]:
-    sizes = settings.publish_sizes if phase == "base" else (settings.steady_pods,)
-    large = settings.large and phase == "base"
-    p = DriverPhase(shared, spec, phase, sizes, large)
-    started = time.monotonic()
-    try:
-        result = await p.run()
-    except Exception as err:  # keep the other driver's figures; say what broke
-        shared.progress(f"[{spec.name}/{phase}] FAILED: {err!r}")
-        result = dict(p.result, error=repr(err))
-        if p.driver is not None:
-            result["driver_log_tail"] = p.driver.log_tail(2000)
-    finally:
-        # the next phase must not pay for this one's namespace deletion
-        await p.teardown(wait_namespaces=settings.mode == "full")
-    result["phase_s"] = round(time.monotonic() - started, 2)
-    return result
-
-
 async def main_async(args: argparse.Namespace, versions: dict[str, str], kubeconfig: Path) -> dict[str, Any]:
     settings = Settings.smoke() if args.smoke else Settings.full()
     started_wall, started = time.time(), time.monotonic()
@@ -210,8 +152,9 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
         py_spy_dir=Path(args.py_spy) if args.py_spy else None,
     )
     doc: dict[str, Any] = {
-        "schema": 1,
+        "schema": 2,
         "mode": settings.mode,
+        "repeats": args.repeats,
         "started_at": datetime.fromtimestamp(started_wall, UTC).isoformat(),
         "run_id": run_id,
         "environment": environment(versions, specs),
@@ -227,6 +170,8 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
             "many_files": settings.many_files if settings.large else None,
             "scale_factor": settings.scale_factor,
             "drivers": order,
+            "repeats": args.repeats,
+            "interleaving": "each round runs every driver in this order: " + ", ".join(order),
             "skipped": skipped,
             "audit_log": str(shared.audit.path),
             "audit_attribution": {
@@ -235,7 +180,6 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
                 drivers.UPSTREAM: "user agent csi-secrets-store/*",
             },
         },
-        "drivers": {name: {} for name in order},
     }
     try:
         old_ns, old_nodes = await fixtures.leftovers(api)
@@ -243,35 +187,26 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
             progress(f"removing {len(old_ns)} namespaces / {len(old_nodes)} nodes of earlier runs")
             await fixtures.delete_namespaces(api, old_ns, wait=120.0 if settings.mode == "full" else 0.0)
             await fixtures.delete_nodes(api, old_nodes)
-        for name in order:
-            progress(f"== {name}: scenarios 1, 2, 3{', 5' if settings.large else ''}")
-            doc["drivers"][name]["base"] = await run_phase(shared, specs[name], "base", settings)
-        if settings.scale_factor and not args.no_scale:
-            pods = settings.scale_factor * settings.steady_pods
-            progress(f"== scenario 4: {pods} pods + SPCs + SPCPS on {settings.scale_nodes} other nodes")
-            elsewhere = await populate_elsewhere(shared, pods)
-            doc["elsewhere"] = {k: v for k, v in elsewhere.items() if k not in ("nodes", "namespaces")}
-            progress(f"   created in {elsewhere['seconds']}s")
-            try:
-                for name in order:
-                    progress(f"== {name}: scenario 4 (10x elsewhere)")
-                    doc["drivers"][name]["scale"] = await run_phase(shared, specs[name], "scale", settings)
-            finally:
-                await fixtures.delete_namespaces(api, elsewhere["namespaces"])
-                await fixtures.delete_nodes(api, elsewhere["nodes"])
+        rounds, elsewhere = await run_rounds(shared, specs, order, args)
     finally:
         await api.close()
         shutil.rmtree(workroot, ignore_errors=True)
-
-    rows = report.figure_rows(settings.publish_sizes, settings.large, bool(doc.get("elsewhere")))
-    doc["figures"] = report.figures(doc["drivers"], rows)
-    doc["goals"] = report.goals(doc["drivers"], settings.steady_pods, bool(doc.get("elsewhere")))
+    if elsewhere:
+        doc["elsewhere"] = {k: v for k, v in elsewhere.items() if k not in ("nodes", "namespaces")}
+    doc["runs"] = rounds
+    doc["floors"] = floors_doc(rounds, args.floors)
+    floor_spreads = report.floor_spreads(doc["floors"]["runs"])
+    per_run = [r["drivers"] for r in rounds]
+    rows = report.figure_rows(settings.publish_sizes, settings.large, bool(elsewhere))
+    doc["figures"] = report.figures(per_run, rows, floor_spreads, doc["floors"]["error"])
+    doc["median"] = {name: stats.median_view([r.get(name) for r in per_run]) for name in order}
+    doc["goals"] = report.goals(doc["median"], settings.steady_pods, bool(elsewhere), doc["figures"])
     doc["duration_s"] = round(time.monotonic() - started, 1)
     doc["environment"]["loadavg_end"] = _loadavg()
     base = out_dir / f"bench-{settings.mode}-{stamp}"
     json_path, png_path = base.with_suffix(".json"), base.with_suffix(".png")
     doc["artifacts"] = {"json": str(json_path), "png": str(png_path), "logs": str(logs_dir)}
-    chart_error = None if args.no_chart else report.chart(doc, png_path)
+    chart_error = None if args.no_chart else chart.chart(doc, png_path)
     if chart_error or args.no_chart:
         doc["artifacts"]["png"] = None
         doc["artifacts"]["png_skipped"] = chart_error or "--no-chart"
@@ -280,12 +215,13 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
         if src.exists():
             shutil.copyfile(src, out_dir / f"latest-{settings.mode}{src.suffix}")
     print()
-    print(report.table(doc["figures"], doc["goals"]))
+    print(report.table(doc["figures"], doc["goals"], args.repeats, floor_spreads, doc["floors"]["error"]))
     print()
     print(f"JSON: {json_path}")
     print(f"PNG:  {doc['artifacts']['png'] or doc['artifacts'].get('png_skipped')}")
     print(f"logs: {logs_dir}")
-    print(f"total {doc['duration_s']}s")
+    minutes, seconds = divmod(int(doc["duration_s"]), 60)
+    print(f"wall time {minutes}m{seconds:02d}s ({args.repeats} run(s) per driver)")
     return doc
 
 
@@ -302,11 +238,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-scale", action="store_true", help="skip scenario 4")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
     p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds of every driver, interleaved ours, upstream, ours, ... (default: 3; --smoke: 1)",
+    )
+    p.add_argument(
+        "--no-floors", dest="floors", action="store_false", default=None, help="skip the RSS floor probes"
+    )
+    p.add_argument(
         "--py-spy",
         metavar="DIR",
         help="profile our driver with py-spy into DIR (folded stacks; it skews the figures)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.smoke else 3
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    if args.floors is None:  # the probes take seconds: measured in full runs, skipped by --smoke
+        args.floors = not args.smoke
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     kubeconfig = Path(args.kubeconfig) if args.kubeconfig else ensure_cluster()
     apply_crds(versions, kubeconfig)
     doc = asyncio.run(main_async(args, versions, kubeconfig))
-    failed = [f"{d}/{ph}" for d, r in doc["drivers"].items() for ph, x in r.items() if x.get("error")]
+    failed = [
+        f"round {r['round']} {d}/{ph}"
+        for r in doc["runs"]
+        for d, phases in r["drivers"].items()
+        for ph, x in phases.items()
+        if x.get("error")
+    ]
     if failed:
         print(f"phases failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -34,6 +34,7 @@ from . import drivers, fixtures, procstat
 from .audit import AuditLog, Mark, user_agent_matcher
 
 MIB = procstat.MIB
+PASS_MARGIN_S = 1.0  # a pass due after the interval starts this much later than strictly needed
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Settings:
             mode="smoke",
             publish_sizes=(2,),
             namespaces_per_driver=1,
-            rotation_interval_s=2.0,
+            rotation_interval_s=4.0,  # the throttled pass runs ~2 s after the burst: room under load
             idle_window_s=1.0,
             settle_s=1.0,
             large=False,
@@ -313,8 +314,10 @@ class DriverPhase:
                 mark = self.audit_mark()
                 calls = self.provider_calls()
                 assert self.driver is not None
+                burst_started = time.monotonic()
                 with procstat.Window(self.driver.pid) as window:
                     batch = await gen.publish(vols)
+                burst_ended = time.monotonic()
                 entry = batch_stats(batch)
                 entry["driver"] = window.summary()
                 entry["provider_calls"] = self.provider_calls() - calls
@@ -332,8 +335,7 @@ class DriverPhase:
                     steady_vols = vols
             self.result["publish"] = publish
             assert gen is not None
-            published_at = time.monotonic()
-            await self.steady_and_rotation(gen, steady_vols, published_at)
+            await self.steady_and_rotation(gen, steady_vols, burst_ended, burst_started)
             if self.large:
                 await self.large_payloads(gen, pods)
             self.say(f"unpublish {len(steady_vols)} volumes at once")
@@ -348,12 +350,14 @@ class DriverPhase:
 
     async def republish_pass(
         self, gen: LoadGenerator, vols: list[PreparedVolume], kind: str
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], float]:
+        """One pass over `vols`: its figures, and when its last call returned (monotonic)."""
         assert self.driver is not None
         mark = self.audit_mark()
         calls = self.provider_calls()
         with procstat.Window(self.driver.pid) as window:
             batch = await gen.republish(vols)
+        ended = time.monotonic()
         stats = batch_stats(batch)
         entry: dict[str, Any] = {
             "kind": kind,
@@ -371,16 +375,29 @@ class DriverPhase:
             f"{kind} republish pass: {entry['duration_s']}s, provider calls {entry['provider_calls']}, "
             f"apiserver requests {req}"
         )
-        return entry
+        return entry, ended
 
     async def steady_and_rotation(
-        self, gen: LoadGenerator, vols: list[PreparedVolume], published_at: float
+        self,
+        gen: LoadGenerator,
+        vols: list[PreparedVolume],
+        published_at: float,
+        burst_started: float | None = None,
     ) -> None:
-        s = self.s
+        """Idle window and the three passes after `vols` were published (burst from `burst_started` to
+        `published_at`, monotonic). The passes' timing follows what both drivers measure the interval
+        from: ours from the end of a volume's last refresh, upstream from its files' last write (an
+        unchanged pass writes none)."""
+        s, interval = self.s, self.s.rotation_interval_s
         assert self.driver is not None
         passes: dict[str, Any] = {}
-        # inside the rotation interval: nothing may be refreshed
-        passes["throttled"] = await self.republish_pass(gen, vols, "throttled")
+        # inside the rotation interval: every volume was refreshed after the burst started, so a pass
+        # that ends before burst start + interval may refresh nothing
+        passes["throttled"], throttled_end = await self.republish_pass(gen, vols, "throttled")
+        late = throttled_end - (published_at if burst_started is None else burst_started) - interval
+        passes["throttled"]["inside_interval"] = late < 0
+        if late >= 0:
+            self.say(f"WARNING: throttled pass ended {late:.1f}s past the interval: machine too loaded")
         self.say(f"idle {s.idle_window_s:g}s with {len(vols)} volumes")
         mark = self.audit_mark()
         with procstat.Window(self.driver.pid, interval=0.25) as idle:
@@ -391,14 +408,15 @@ class DriverPhase:
             "idle": idle.summary(),
             "idle_apiserver": idle_requests,
         }
-        # interval elapsed, provider answers the same: contents and versions unchanged
-        await _sleep_until(published_at + s.rotation_interval_s + 1.0)
-        passes["unchanged"] = await self.republish_pass(gen, vols, "unchanged")
-        refreshed_at = time.monotonic()
+        # interval elapsed since every volume's last refresh (the burst, or the throttled pass had it
+        # refreshed any), provider answers the same: contents and versions unchanged
+        last_refresh = throttled_end if passes["throttled"]["provider_calls"] else published_at
+        await _sleep_until(last_refresh + interval + PASS_MARGIN_S)
+        passes["unchanged"], unchanged_end = await self.republish_pass(gen, vols, "unchanged")
         # provider rotates every object of every pod it has served
         self.provider_control("/rotation?rotated=true")
-        await _sleep_until(refreshed_at + s.rotation_interval_s + 1.0)
-        passes["changed"] = await self.republish_pass(gen, vols, "changed")
+        await _sleep_until(unchanged_end + interval + PASS_MARGIN_S)
+        passes["changed"], _ = await self.republish_pass(gen, vols, "changed")
         passes["changed"]["volumes_rotated"] = sum(1 for v in vols if _first_file(v.target) == b"rotated")
         self.provider_control("/rotation?rotated=false")
         steady["after_passes"] = self.memory()

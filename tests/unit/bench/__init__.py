@@ -1,0 +1,1 @@
+"""tests/bench's pure parts: statistics over repeated runs, the table, the interleaved schedule."""

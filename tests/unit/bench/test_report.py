@@ -1,0 +1,112 @@
+"""bench.report: figures over repeated runs (every run kept, median and range per driver), verdicts,
+floors beside the RSS rows, goals from the verdicts, and the table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import report, stats
+from bench.report import Row
+
+
+def driver_run(p50: float, rss: float, pods_per_s: float, requests: int) -> dict[str, Any]:
+    return {
+        "base": {
+            "publish": {"110": {"p50_ms": p50, "p99_ms": p50 * 3, "pods_per_s": pods_per_s}},
+            "steady": {"idle": {"rss_mean_mib": rss}},
+            "rotation": {"unchanged": {"apiserver": {"requests": requests}}},
+        }
+    }
+
+
+ROWS = [
+    Row("publish_110_p50_ms", "publish N=110 p50 (ms)", ("base", "publish", 110, "p50_ms")),
+    Row("pods_per_s", "pods/s", ("base", "publish", 110, "pods_per_s"), higher_is_better=True),
+    Row("rss_idle_mib", "RSS idle (MiB)", ("base", "steady", "idle", "rss_mean_mib"), floor=report.RSS_FLOOR),
+    Row("unchanged", "unchanged requests", ("base", "rotation", "unchanged", "apiserver", "requests")),
+]
+
+# three rounds, ours and upstream each round; ours faster beyond noise, heavier beyond noise,
+# same request count
+RUNS = [
+    {"ours": driver_run(10, 55, 90, 0), "upstream": driver_run(30, 38, 40, 0)},
+    {"ours": driver_run(12, 56, 95, 0), "upstream": driver_run(25, 37, 45, 0)},
+    {"ours": driver_run(11, 57, 99, 0), "upstream": driver_run(40, 39, 50, 0)},
+]
+FLOORS = report.floor_spreads(
+    [{"grpcio+protobuf": 32.0}, {"grpcio+protobuf": 33.0}, {"grpcio+protobuf": 34.0}]
+)
+
+
+def test_figures_keep_every_run_and_judge_by_the_rule() -> None:
+    figs = report.figures(RUNS, ROWS, FLOORS)
+    p50 = figs["publish_110_p50_ms"]
+    assert p50["ours"] == {"median": 11.0, "min": 10.0, "max": 12.0, "n": 3, "runs": [10.0, 12.0, 11.0]}
+    assert p50["upstream"]["runs"] == [30.0, 25.0, 40.0]
+    assert p50["ratio"] == round(11 / 30, 3)
+    assert p50["verdict"] == stats.WON
+    assert figs["pods_per_s"]["verdict"] == stats.WON  # higher is better there
+    assert figs["rss_idle_mib"]["verdict"] == stats.LOST
+    assert figs["unchanged"]["verdict"] == stats.EQUAL
+    floor = figs["rss_idle_mib"]["floor"]
+    assert floor["name"] == "grpcio+protobuf"
+    assert floor["floor_mib"] == 33.0 and floor["above"] == 23.0 and floor["floor_above_upstream"] is False
+    assert "floor" not in p50
+
+
+def test_one_noisy_round_makes_the_row_noisy() -> None:
+    runs = [*RUNS, {"ours": driver_run(26, 56, 90, 0), "upstream": driver_run(30, 38, 40, 0)}]
+    assert report.figures(runs, ROWS)["publish_110_p50_ms"]["verdict"] == stats.NOISY
+
+
+def test_a_failed_phase_is_a_run_without_the_figure() -> None:
+    runs = [RUNS[0], {"ours": {"base": {"error": "boom"}}, "upstream": RUNS[1]["upstream"]}, RUNS[2]]
+    p50 = report.figures(runs, ROWS)["publish_110_p50_ms"]
+    assert p50["ours"]["n"] == 2 and p50["upstream"]["n"] == 3
+    only_ours = report.figures([{"ours": r["ours"]} for r in RUNS], ROWS)["publish_110_p50_ms"]
+    assert only_ours["upstream"] is None and only_ours["verdict"] == stats.MISSING
+
+
+def test_rss_rows_say_when_the_floor_was_not_measured() -> None:
+    figs = report.figures(RUNS, ROWS, {}, "floor not measured: tests/bench/floors.py not importable")
+    assert figs["rss_idle_mib"]["floor"] == {
+        "name": "grpcio+protobuf",
+        "error": "floor not measured: tests/bench/floors.py not importable",
+    }
+    text = report.table(figs, [], 3)
+    assert "grpcio+protobuf: not measured" in text
+
+
+def test_floor_spreads_skip_rounds_whose_probe_failed() -> None:
+    spreads = report.floor_spreads([{"a": 1.0, "b": 2.0}, {"error": "timeout"}, {"a": 3.0}])
+    assert spreads["a"].runs == (1.0, 3.0) and spreads["b"].runs == (2.0,)
+    assert "error" not in spreads
+
+
+def test_goals_follow_the_verdicts() -> None:
+    figs = report.figures(RUNS, ROWS)
+    view = {name: stats.median_view([r[name] for r in RUNS]) for name in ("ours", "upstream")}
+    goals = {g["goal"]: g for g in report.goals(view, 110, False, figs)}
+    assert goals["publish p50 (N=110) <= upstream"]["met"] is True
+    assert goals["publish p50 (N=110) <= upstream"]["ours"] == 11
+    assert goals["RSS at 110 volumes <= upstream"]["met"] is False
+    assert goals["zero apiserver requests in an unchanged republish pass"]["met"] is True
+    noisy = report.figures(
+        [*RUNS, {"ours": driver_run(26, 56, 90, 0), "upstream": driver_run(30, 38, 40, 0)}], ROWS
+    )
+    goals = {g["goal"]: g for g in report.goals(view, 110, False, noisy)}
+    assert goals["publish p50 (N=110) <= upstream"]["met"] is None
+    assert goals["publish p50 (N=110) <= upstream"]["note"] == stats.NOISY
+
+
+def test_table_shows_median_range_verdict_and_floor() -> None:
+    figs = report.figures(RUNS, ROWS, FLOORS)
+    text = report.table(figs, [], 3, FLOORS)
+    line = next(x for x in text.splitlines() if x.startswith("publish N=110 p50"))
+    assert "11 (10..12)" in line and "30 (25..40)" in line and "won" in line
+    rss = next(x for x in text.splitlines() if x.startswith("RSS idle"))
+    assert "lost" in rss and "grpcio+protobuf 33: +23 MiB, 1.7x" in rss
+    assert "over 3 run(s)" in text
+    assert "rows: won 2, lost 1, equal 1" in text
+    assert "lost: RSS idle (MiB) [floor named]" in text
+    assert "floors (MiB" in text and "grpcio+protobuf 33 (32..34)" in text
