@@ -1,0 +1,146 @@
+"""CPU floors: what grpcio's asyncio server and client cost a Python node plugin per call, before our code.
+
+A republish pass is N NodePublishVolume calls; inside the rotation interval each is answered at once, and a
+refresh also makes one provider Mount call. The probe runs, in a fresh interpreter (the driver's), a bare
+`grpc.aio` server whose handler returns at once ("server": the floor of the throttled pass) or first awaits
+one unary call to a second process ("server+client": the gRPC floor of a pass that asks the provider), and
+reports the CPU seconds that process spent answering N concurrent calls (utime + stime, /proc/<pid>/stat).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_PROBE = r"""
+import asyncio, os, sys
+import grpc
+from sscsi_proto import csi_pb2, csi_pb2_grpc
+
+mode, sock, upstream, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+
+class Identity(csi_pb2_grpc.IdentityServicer):
+    def __init__(self, stub):
+        self.stub = stub
+
+    async def GetPluginInfo(self, request, context):
+        if self.stub is not None:
+            await self.stub.GetPluginInfo(csi_pb2.GetPluginInfoRequest(), timeout=30)
+        return csi_pb2.GetPluginInfoResponse(name="floor")
+
+
+def cpu():
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def main():
+    stub = None
+    if mode == "server+client":
+        stub = csi_pb2_grpc.IdentityStub(grpc.aio.insecure_channel(f"unix:{upstream}"))
+    server = grpc.aio.server()
+    csi_pb2_grpc.add_IdentityServicer_to_server(Identity(stub), server)
+    server.add_insecure_port(f"unix:{sock}")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"unix:{sock}") as channel:
+        client = csi_pb2_grpc.IdentityStub(channel)
+        await asyncio.gather(*(client.GetPluginInfo(csi_pb2.GetPluginInfoRequest()) for _ in range(calls)))
+    server_cpu = await measured(sock, calls)
+    print(server_cpu)
+    await server.stop(0)
+
+
+async def measured(sock, calls):
+    # The calls come from a child process, so only the server's side is counted here.
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLIENT, sock, str(calls), stdout=asyncio.subprocess.PIPE
+    )
+    await child.stdout.readline()  # the child's channel is ready
+    before = cpu()
+    await child.communicate()
+    return cpu() - before
+
+
+CLIENT = '''
+import asyncio, sys
+import grpc
+from sscsi_proto import csi_pb2, csi_pb2_grpc
+async def main():
+    async with grpc.aio.insecure_channel(f"unix:{sys.argv[1]}") as channel:
+        await channel.channel_ready()
+        stub = csi_pb2_grpc.IdentityStub(channel)
+        print("ready", flush=True)
+        await asyncio.sleep(0.5)
+        calls = [stub.GetPluginInfo(csi_pb2.GetPluginInfoRequest()) for _ in range(int(sys.argv[2]))]
+        await asyncio.gather(*calls)
+asyncio.run(main())
+'''
+
+asyncio.run(main())
+"""
+
+_UPSTREAM = r"""
+import sys
+from concurrent import futures
+import grpc
+from sscsi_proto import csi_pb2, csi_pb2_grpc
+
+
+class Identity(csi_pb2_grpc.IdentityServicer):
+    def GetPluginInfo(self, request, context):
+        return csi_pb2.GetPluginInfoResponse(name="upstream")
+
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+csi_pb2_grpc.add_IdentityServicer_to_server(Identity(), server)
+server.add_insecure_port(f"unix:{sys.argv[1]}")
+server.start()
+print("ready", flush=True)
+server.wait_for_termination()
+"""
+
+MODES = ("server", "server+client")
+
+
+def grpc_cpu_seconds(python: str, mode: str, calls: int = 110, timeout: float = 120.0) -> float:
+    """CPU seconds a fresh `python` serving `calls` concurrent trivial unary calls spends (see module doc)."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+    with tempfile.TemporaryDirectory(prefix="sscsi-cpu-floor-") as tmp:
+        sock, upstream_sock = Path(tmp) / "probe.sock", Path(tmp) / "upstream.sock"
+        helper = subprocess.Popen(
+            [python, "-c", _UPSTREAM, str(upstream_sock)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert helper.stdout is not None
+            helper.stdout.readline()
+            out = subprocess.run(
+                [python, "-c", _PROBE, mode, str(sock), str(upstream_sock), str(calls)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=True,
+            )
+        finally:
+            helper.terminate()
+            helper.wait(timeout=10)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def cpu_floors(python: str, calls: int = 110, repeats: int = 3) -> dict[str, float]:
+    """Per mode, the median CPU seconds of `repeats` fresh probes (keys as MODES)."""
+    return {
+        mode: round(statistics.median(grpc_cpu_seconds(python, mode, calls) for _ in range(repeats)), 3)
+        for mode in MODES
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    import json
+
+    print(json.dumps(cpu_floors(sys.argv[1] if len(sys.argv) > 1 else sys.executable), indent=2))
