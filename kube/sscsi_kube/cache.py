@@ -86,30 +86,52 @@ class Informer:
             except Exception:
                 log.exception("cache listener failed", extra={"resource": self._res.plural})
 
-    async def _list(self) -> str:
-        doc = await self._api.list(self._res, self._namespace, labels=self._labels, fields=self._fields)
-        fresh = {key_of(o): o for o in doc.get("items") or []}
+    def _replace(self, fresh: dict[Key, Obj]) -> None:
+        """The store becomes `fresh` (a list, or a watch's initial events); listeners hear what changed."""
         for gone in set(self._store) - set(fresh):
             self._notify("DELETED", self._store.pop(gone))
         for key, obj in fresh.items():
             if self._store.get(key) != obj:
                 self._store[key] = obj
                 self._notify("MODIFIED", obj)
+        self.relists += 1
         self._synced.set()
+
+    async def _list(self) -> str:
+        doc = await self._api.list(self._res, self._namespace, labels=self._labels, fields=self._fields)
+        self._replace({key_of(o): o for o in doc.get("items") or []})
         return str((doc.get("metadata") or {}).get("resourceVersion") or "")
 
     async def _run(self) -> None:
         backoff = 0.5
         rv = ""
         while True:
+            # Without a resourceVersion to resume from, the state is read again: streamed by the watch
+            # itself where the apiserver can (one request), else a list before the watch.
+            streaming = not rv and self._api.watch_list is not False
+            initial: dict[Key, Obj] | None = {} if streaming else None
             try:
-                if not rv:
+                if not rv and not streaming:
                     rv = await self._list()
-                    self.relists += 1
                 async for kind, obj in self._api.watch(
-                    self._res, self._namespace, rv, labels=self._labels, fields=self._fields
+                    self._res,
+                    self._namespace,
+                    rv,
+                    labels=self._labels,
+                    fields=self._fields,
+                    send_initial_events=streaming,
                 ):
                     rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                    if initial is not None:
+                        if _initial_events_end(kind, obj):
+                            self._api.watch_list = True
+                            self._replace(initial)
+                            initial = None
+                        elif kind in ("ADDED", "MODIFIED"):
+                            initial[key_of(obj)] = obj
+                        elif kind == "DELETED":
+                            initial.pop(key_of(obj), None)
+                        continue
                     if kind == "BOOKMARK":
                         continue
                     if kind == "DELETED":
@@ -117,10 +139,16 @@ class Informer:
                     else:
                         self._store[key_of(obj)] = obj
                     self._notify(kind, obj)
+                if initial is not None:
+                    rv = ""  # closed before the initial state was complete: read it again
                 backoff = 0.5
             except asyncio.CancelledError:
                 raise
             except ApiError as err:
+                if streaming and initial == {} and err.status in (400, 422) and self._api.watch_list is None:
+                    self._api.watch_list = False  # no WatchList on this apiserver: list, then watch
+                    rv = ""
+                    continue
                 if err.gone:
                     rv = ""  # our resourceVersion expired: relist
                     continue
@@ -133,6 +161,11 @@ class Informer:
                 rv = ""
                 await asyncio.sleep(backoff + random.random() * backoff)  # noqa: S311 - jitter only
                 backoff = min(backoff * 2, 30.0)
+
+
+def _initial_events_end(kind: str, obj: Obj) -> bool:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return kind == "BOOKMARK" and annotations.get("k8s.io/initial-events-end") == "true"
 
 
 def _rv(obj: Obj) -> int:
@@ -170,7 +203,12 @@ class NamespacedCache:
         return informer
 
     async def get(self, namespace: str, name: str) -> Obj:
-        """Return the object; raises ApiError(404) when it does not exist."""
+        """Return the object; raises ApiError(404) when it does not exist.
+
+        The first read in a namespace waits for its informer's first state: one request where the
+        apiserver streams it with the watch (a direct read next to it would cost a request and a
+        connection more, measured slower for a node's first publishes), a list otherwise.
+        """
         informer = self._informer(namespace)
         try:
             await informer.wait_synced(10.0)

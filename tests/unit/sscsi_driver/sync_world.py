@@ -43,6 +43,7 @@ class FakeApi:
         self._rv = itertools.count(100)
         self._uid = itertools.count(1)
         self._watchers: list[tuple[str, dict[str, str], asyncio.Queue[tuple[str, Obj]]]] = []
+        self.watch_list = False  # an apiserver without WatchList: informers list, then watch
 
     def _notify(self, kind: str, plural: str, obj: Obj) -> None:
         for watched, labels, queue in self._watchers:

@@ -7,10 +7,11 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx2
-from sscsi_kube import Informer, NamespacedCache
+import pytest
+from sscsi_kube import ApiError, Informer, NamespacedCache
 from sscsi_kube.resources import SPC
 
-from unit.sscsi_kube.mock_api import MockApi
+from unit.sscsi_kube.mock_api import MockApi, status
 
 
 def _spc(name: str, rv: str) -> dict[str, object]:
@@ -24,31 +25,69 @@ async def _quiet() -> AsyncIterator[bytes]:
 
 
 class Script:
-    """Lists return `listed`; the first watch streams `events`, later watches hang (as an idle watch does)."""
+    """Lists return `listed`; the first watch streams `events`, later watches hang (as an idle watch does).
 
-    def __init__(self, listed: list[dict[str, object]], events: list[dict[str, object]]) -> None:
+    A watch asking for its initial events (WatchList) first streams `listed` as ADDED events and the
+    end-of-initial-events bookmark when `watch_list`; else it is refused with 422, as an apiserver
+    without the feature does.
+    """
+
+    def __init__(
+        self, listed: list[dict[str, object]], events: list[dict[str, object]], watch_list: bool
+    ) -> None:
         self.listed = listed
         self.events = events
+        self.watch_list = watch_list
         self.watches = 0
+        self.lists = 0
+        self.gets: list[str] = []
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        if request.url.params.get("watch") != "true":
+        params = request.url.params
+        if params.get("watch") != "true":
+            name = request.url.path.rsplit("/", 1)[1]
+            if name != "secretproviderclasses":
+                self.gets.append(name)
+                found = [o for o in self.listed if o["metadata"]["name"] == name]  # type: ignore[index]
+                if found:
+                    return httpx2.Response(200, json=found[0])
+                return status(404, "NotFound", f"{name} not found")
+            self.lists += 1
             return httpx2.Response(200, json={"items": self.listed, "metadata": {"resourceVersion": "10"}})
+        initial: list[dict[str, object]] = []
+        if params.get("sendInitialEvents") == "true":
+            if not self.watch_list:
+                return status(422, "Invalid", "sendInitialEvents is forbidden for watch")
+            assert params.get("resourceVersionMatch") == "NotOlderThan" and "resourceVersion" not in params
+            end = {"resourceVersion": "10", "annotations": {"k8s.io/initial-events-end": "true"}}
+            initial = [{"type": "ADDED", "object": o} for o in self.listed]
+            initial.append({"type": "BOOKMARK", "object": {"metadata": end}})
         self.watches += 1
         if self.watches == 1:
-            return httpx2.Response(200, content="\n".join(json.dumps(e) for e in self.events).encode())
+            lines = [json.dumps(e) for e in initial + self.events]
+            return httpx2.Response(200, content="\n".join(lines).encode())
+        if initial:
+            return httpx2.Response(200, content=_then_quiet(initial))
         return httpx2.Response(200, content=_quiet())
 
 
-async def test_informer_lists_follows_the_watch_and_relists_on_gone() -> None:
+async def _then_quiet(events: list[dict[str, object]]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield json.dumps(event).encode() + b"\n"
+    await asyncio.sleep(3600)
+
+
+@pytest.mark.parametrize("watch_list", [True, False], ids=["watch-list", "list-then-watch"])
+async def test_informer_syncs_follows_the_watch_and_relists_on_gone(watch_list: bool) -> None:
     events = [
         {"type": "ADDED", "object": _spc("b", "11")},
         {"type": "DELETED", "object": _spc("a", "12")},
         {"type": "ERROR", "object": {"code": 410, "reason": "Expired", "message": "too old"}},
     ]
-    script = Script([_spc("a", "9")], events)
+    script = Script([_spc("a", "9")], events, watch_list)
     seen: list[tuple[str, str]] = []
-    informer = Informer(MockApi(script).client(), SPC, namespace="ns")
+    api = MockApi(script).client()
+    informer = Informer(api, SPC, namespace="ns")
     informer.add_listener(lambda kind, obj: seen.append((kind, obj["metadata"]["name"])))
     informer.start()
     await informer.wait_synced(5)
@@ -57,20 +96,57 @@ async def test_informer_lists_follows_the_watch_and_relists_on_gone() -> None:
             break
         await asyncio.sleep(0.01)
     await informer.stop()
-    assert informer.relists >= 2  # the ERROR 410 made it list again
+    assert informer.relists >= 2  # the ERROR 410 made it read the state again
     assert ("ADDED", "b") in seen and ("DELETED", "a") in seen
-    assert informer.get("ns", "a") == _spc("a", "9")  # relisted: the list still holds it
+    assert informer.get("ns", "a") == _spc("a", "9")  # read again: the state still holds it
+    assert informer.get("ns", "b") is None  # ... and not b, which it no longer holds
+    assert api.watch_list is watch_list
+    # with WatchList the state comes with the watch: no list request at all
+    assert script.lists == (0 if watch_list else 2)
 
 
 async def test_upsert_local_keeps_the_newer_version() -> None:
-    informer = Informer(MockApi(Script([], [])).client(), SPC, namespace="ns")
+    informer = Informer(MockApi(Script([], [], True)).client(), SPC, namespace="ns")
     informer.upsert_local(_spc("a", "5"))
     informer.upsert_local(_spc("a", "4"))
     assert informer.get("ns", "a") == _spc("a", "5")
 
 
+async def test_the_first_read_in_a_namespace_is_one_request_with_watch_list() -> None:
+    script = Script([_spc("a", "9")], [], watch_list=True)
+    mock = MockApi(script)
+    cache = NamespacedCache(mock.client(), SPC)
+    got = await asyncio.wait_for(cache.get("ns", "a"), 5)
+    assert got == _spc("a", "9")
+    # the watch brought the state: no list, no direct read
+    assert mock.sent[0].params.get("sendInitialEvents") == "true"
+    assert all(s.params.get("watch") == "true" for s in mock.sent)
+    assert script.gets == [] and script.lists == 0
+    await cache.stop()
+
+
+async def test_reads_after_the_sync_come_from_the_cache_and_a_miss_asks_once() -> None:
+    script = Script([_spc("a", "9")], [], watch_list=True)
+    api = MockApi(script).client()
+    cache = NamespacedCache(api, SPC)
+    cache.acquire("ns")
+    for _ in range(200):
+        if cache._informers["ns"].synced:
+            break
+        await asyncio.sleep(0.01)
+    assert (await cache.get("ns", "a"))["metadata"]["name"] == "a"
+    assert (await cache.get("ns", "a"))["metadata"]["name"] == "a"
+    assert script.gets == []  # both from the cache
+    with pytest.raises(ApiError) as err:
+        await cache.get("ns", "missing")
+    assert err.value.not_found
+    assert script.gets == ["missing"]  # a miss may be newer than the watch: asked once
+    assert script.lists == 0  # the state came with the watch
+    await cache.stop()
+
+
 async def test_namespaced_cache_stops_an_idle_informer_in_a_referenced_task() -> None:
-    cache = NamespacedCache(MockApi(Script([_spc("a", "9")], [])).client(), SPC, idle_seconds=0.05)
+    cache = NamespacedCache(MockApi(Script([_spc("a", "9")], [], True)).client(), SPC, idle_seconds=0.05)
     assert (await cache.get("ns", "a"))["metadata"]["name"] == "a"
     cache.acquire("ns")
     cache.release("ns")
