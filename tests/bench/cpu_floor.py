@@ -5,6 +5,8 @@ refresh also makes one provider Mount call. The probe runs, in a fresh interpret
 `grpc.aio` server whose handler returns at once ("server": the floor of the throttled pass) or first awaits
 one unary call to a second process ("server+client": the gRPC floor of a pass that asks the provider), and
 reports the CPU seconds that process spent answering N concurrent calls (utime + stime, /proc/<pid>/stat).
+`kube_cpu_seconds` is the same for N apiserver GETs through sscsi_kube's client (a changed republish pass
+sends two requests per volume, as upstream does).
 """
 
 from __future__ import annotations
@@ -106,6 +108,27 @@ server.wait_for_termination()
 
 MODES = ("server", "server+client")
 
+_KUBE = r"""
+import asyncio, os, sys
+from sscsi_kube import KubeClient
+from sscsi_kube.resources import Resource
+
+NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+
+
+async def main():
+    api = KubeClient.from_config(sys.argv[1], "secrets-store-csi-py/cpu-floor")
+    await asyncio.gather(*(api.get(NAMESPACE, "default") for _ in range(32)))  # connections open
+    before = os.times()
+    await asyncio.gather(*(api.get(NAMESPACE, "default") for _ in range(int(sys.argv[2]))))
+    after = os.times()
+    print(after.user - before.user + after.system - before.system)
+    await api.close()
+
+
+asyncio.run(main())
+"""
+
 
 def grpc_cpu_seconds(python: str, mode: str, calls: int = 110, timeout: float = 120.0) -> float:
     """CPU seconds a fresh `python` serving `calls` concurrent trivial unary calls spends (see module doc)."""
@@ -129,6 +152,19 @@ def grpc_cpu_seconds(python: str, mode: str, calls: int = 110, timeout: float = 
         finally:
             helper.terminate()
             helper.wait(timeout=10)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def kube_cpu_seconds(python: str, kubeconfig: str, requests: int = 220, timeout: float = 120.0) -> float:
+    """CPU seconds a fresh `python` spends on `requests` concurrent GETs through sscsi_kube's client (TLS,
+    keep-alive connections already open): what each apiserver request of a pass costs our driver at least."""
+    out = subprocess.run(
+        [python, "-c", _KUBE, kubeconfig, str(requests)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from bench import cpu_floor
@@ -17,3 +19,15 @@ def test_floors_are_measured_for_both_modes() -> None:
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="expected one of"):
         cpu_floor.grpc_cpu_seconds(sys.executable, "client")
+
+
+def test_kube_floor_needs_a_reachable_apiserver(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    with pytest.raises(subprocess.CalledProcessError):
+        cpu_floor.kube_cpu_seconds(sys.executable, str(kubeconfig), requests=2)
