@@ -16,7 +16,7 @@ PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 .PHONY: node-tools images
 .PHONY: live-tools olm-up e2e-olm demo-emulator
 .PHONY: wheels
-.PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench node-up node-down e2e-node
+.PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench bench-scale node-up node-down e2e-node
 
 help:
 	@echo "make setup        create $(VENV) and install the project + dev tools (pinned by constraints.txt)"
@@ -28,6 +28,7 @@ help:
 	@echo "make demo         real node + OLM: the operator installed from its catalog, a pod's secret read and rotated"
 	@echo "make bundle       regenerate the OLM bundle and file-based catalog from their sources"
 	@echo "make bench        our driver vs the upstream Go driver -> bench-results/ (JSON, table, PNG; ~5 min)"
+	@echo "make bench-scale  500-volume node, M=10/25/50 simulated nodes, 10 min soak, both drivers (<= 45 min)"
 	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
 	@echo "make node-tools   node-driver-registrar, livenessprobe, upstream e2e provider from ../shared/upstream-src"
 	@echo "make live-tools   kube-proxy, CoreDNS, registry, OLM v0 (olm, catalog, package-server), grpc_health_probe"
@@ -158,6 +159,11 @@ e2e-olm: $(STAMP) tools node-tools live-tools olm-tools
 bench: $(STAMP)
 	hack/build-tools.sh upstream-driver
 	PYTHONPATH=tests:hack $(PY) -m bench --out bench-results
+
+# Parts alone: make bench-scale SCALE_ARGS='--only cluster --nodes 10,25' (python -m bench.scale --help)
+bench-scale: $(STAMP)
+	hack/build-tools.sh upstream-driver
+	PYTHONPATH=tests:hack $(PY) -m bench.scale --out bench-results $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
