@@ -157,3 +157,16 @@ async def test_namespaced_cache_stops_an_idle_informer_in_a_referenced_task() ->
         await asyncio.sleep(0.02)
     assert cache.namespaces == []
     await cache.stop()
+
+
+async def test_cached_objects_leave_managed_fields_out() -> None:
+    listed = {"metadata": {**_spc("a", "9")["metadata"], "managedFields": [{"manager": "kubectl"}]}}
+    informer = Informer(MockApi(Script([listed], [], True)).client(), SPC, namespace="ns")
+    informer.start()
+    await informer.wait_synced(5)
+    await informer.stop()
+    assert informer.get("ns", "a") == _spc("a", "9")
+    written = {"metadata": {**_spc("b", "3")["metadata"], "managedFields": [{"manager": "us"}]}}
+    informer.upsert_local(written)
+    assert informer.get("ns", "b") == _spc("b", "3")
+    assert written["metadata"]["managedFields"] == [{"manager": "us"}]  # the caller's object is untouched
