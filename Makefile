@@ -27,7 +27,7 @@ help:
 	@echo "make test         lint + typecheck + unit + e2e (real control plane)"
 	@echo "make demo         real node + OLM: the operator installed from its catalog, a pod's secret read and rotated"
 	@echo "make bundle       regenerate the OLM bundle and file-based catalog from their sources"
-	@echo "make bench        our driver vs the upstream Go driver -> bench-results/ (JSON, table, PNG; ~5 min)"
+	@echo "make bench        our driver vs the upstream Go driver -> bench-results/ (median+range of 3 rounds; ~15 min)"
 	@echo "make bench-scale  500-volume node, M=10/25/50 simulated nodes, 10 min soak, both drivers (<= 45 min)"
 	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
 	@echo "make node-tools   node-driver-registrar, livenessprobe, upstream e2e provider from ../shared/upstream-src"
@@ -156,9 +156,10 @@ olm-up: node-up olm-tools
 e2e-olm: $(STAMP) tools node-tools live-tools olm-tools
 	$(PY) -m pytest -q tests/olm
 
+# 3 rounds, drivers interleaved (ours, upstream, ...); more: make bench BENCH_ARGS='--repeats 5'
 bench: $(STAMP)
 	hack/build-tools.sh upstream-driver
-	PYTHONPATH=tests:hack $(PY) -m bench --out bench-results
+	PYTHONPATH=tests:hack $(PY) -m bench --out bench-results $(BENCH_ARGS)
 
 # Parts alone: make bench-scale SCALE_ARGS='--only cluster --nodes 10,25' (python -m bench.scale --help)
 bench-scale: $(STAMP)
