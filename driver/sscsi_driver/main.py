@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -155,9 +158,34 @@ def _unlink_quietly(path: str) -> None:
 
 
 async def _beat(heartbeat: Heartbeat) -> None:
+    trim = HeapTrimmer()
     while True:
         heartbeat.beat()
+        trim()
         await asyncio.sleep(5)
+
+
+class HeapTrimmer:
+    """glibc's malloc keeps the heap it freed for reuse: after a publish burst or a republish pass
+    that stays resident (measured: 3.5 MiB at 110 idle volumes, 5 MiB after the passes). Called on
+    each heartbeat, it hands free heap pages back to the kernel (malloc_trim, well under 1 ms) when
+    the process allocated since the last call (gen-0 collections counted); an idle driver skips it."""
+
+    def __init__(self) -> None:
+        try:
+            self._malloc_trim: Callable[[int], int] | None = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError):  # not glibc (musl has no malloc_trim)
+            self._malloc_trim = None
+        self._collections = -1
+
+    def __call__(self) -> bool:
+        """Whether it trimmed."""
+        collections = gc.get_stats()[0]["collections"]
+        if self._malloc_trim is None or collections == self._collections:
+            return False
+        self._collections = collections
+        self._malloc_trim(0)
+        return True
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import signal
 import socket
@@ -83,3 +84,18 @@ async def test_failed_startup_stops_what_was_started(cfg: Config, tmp_path: Path
             await main.run(cfg)
     assert await _settled(before) == set(), "caches or other tasks left running after a failed start"
     assert not (tmp_path / "csi" / "csi.sock").exists()
+
+
+def test_heap_trimmer_trims_after_allocations_and_skips_when_idle() -> None:
+    trimmed: list[int] = []
+    trimmer = main.HeapTrimmer()
+    gc.disable()  # only the collections this test makes
+    try:
+        assert trimmer() is True  # glibc here: the first call trims
+        trimmer._malloc_trim = lambda pad: trimmed.append(pad) or 1
+        assert trimmer() is False  # no collection since: nothing was allocated worth trimming
+        gc.collect(0)
+        assert trimmer() is True and trimmed == [0]
+        assert trimmer() is False and trimmed == [0]
+    finally:
+        gc.enable()
