@@ -117,7 +117,8 @@ def chart(doc: dict[str, Any], path: Path) -> str | None:
     env = doc.get("environment", {})
     fig.suptitle(
         f"secrets-store CSI: ours {env.get('ours_version')} vs upstream {env.get('upstream_version')} "
-        f"({env.get('cpus')} cores, {doc.get('mode')} run, {doc.get('repeats', 1)} runs per driver, ABAB)",
+        f"({env.get('cpus')} cores, {doc.get('mode')} run, "
+        f"{doc.get('repeats', 1)} round(s) per driver, interleaved)",
         fontsize=11,
     )
     fig.tight_layout()
