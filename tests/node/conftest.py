@@ -6,13 +6,15 @@ Session setup, in order (each step idempotent; a warm rerun takes seconds):
   3. hack/images.sh import: every image built by buildah from images/*.Dockerfile (pause, busybox,
      driver, operator, provider, node-driver-registrar and livenessprobe from their upstream
      release source, the upstream driver's own e2e provider), imported into containerd
-  4. the CRDs, and the operator as a Deployment from the bundle's CSV (its image, its
-     ServiceAccount, assets/operator/rbac.yaml), with the *_IMAGE variables pointing at step 3
-  5. the reference provider and upstream's e2e provider as DaemonSets on
+  4. the reference provider and upstream's e2e provider as DaemonSets on
      /var/run/secrets-store-csi-providers (sockets e2e-provider.sock, upstream-e2e-provider.sock)
-Then before every test (`installation`): a ClusterCSIDriver, the operator's DaemonSet Ready and registered
-with kubelet (nodesetup.install_driver; seconds when it already is). So each test module runs alone and in
-any order, the uninstall tests included. What is installed, and the names tests use: nodesetup.py.
+  5. the operator as a cluster without OLM installs it: one `kubectl apply -f dist/install.yaml`, only
+     its image references swapped for step 3's (nodesetup.install_manifest); an OLM install the OLM
+     tier left on the node is removed first
+Then before every test (`installation`): the operator again if an uninstall test deleted the manifest,
+a ClusterCSIDriver, the operator's DaemonSet Ready and registered with kubelet (nodesetup.install_driver;
+seconds when it already is). So each test module runs alone and in any order, the uninstall tests
+included. What is installed, and the names tests use: nodesetup.py.
 
 The node keeps running after the session (hack/node-down.sh stops it). Logs: the failing test's
 report names $SSCSI_NODE_CLUSTER_DIR/logs (containerd, kubelet, control plane) and the pods'
@@ -28,12 +30,20 @@ import subprocess
 import time
 import uuid
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from nodekit import CLUSTER_DIR, HACK, Kube
-from nodesetup import LOGS_DIR, Installation, install_driver, install_operator, save_logs
+from nodesetup import (
+    LOGS_DIR,
+    Installation,
+    Node,
+    install_driver,
+    install_operator,
+    install_providers,
+    operator_present,
+    save_logs,
+)
 
 NODE_DIR = Path(__file__).resolve().parent
 
@@ -60,12 +70,6 @@ def pytest_runtest_makereport(
     if report.failed and _is_node_test(item):
         report.sections.append(("node logs", f"kubelet, containerd, control plane, pods: {LOGS_DIR}"))
     return report
-
-
-@dataclass
-class Node:
-    kube: Kube
-    images: dict[str, str]
 
 
 def _run(cmd: list[str], what: str, timeout: float) -> str:
@@ -107,7 +111,9 @@ def node(node_lock: None) -> Node:
 
 @pytest.fixture(scope="session")
 def operator_installed(node: Node) -> Iterator[Node]:
-    """The operator and both providers, once per session; the pods' logs are saved at the end."""
+    """Both providers and the operator (dist/install.yaml: applied once per session whatever an earlier
+    session left, e.g. other images or an OLM install); the pods' logs are saved at the end."""
+    install_providers(node.kube, node.images)
     install_operator(node.kube, node.images)
     yield node
     save_logs(node.kube)
@@ -115,9 +121,13 @@ def operator_installed(node: Node) -> Iterator[Node]:
 
 @pytest.fixture
 def installation(operator_installed: Node) -> Installation:
-    """The driver installed and registered, whatever ran before (an uninstall test included)."""
-    install_driver(operator_installed.kube)
-    return Installation(operator_installed.kube, operator_installed.images)
+    """The operator and the driver installed and registered, whatever ran before (an uninstall test
+    that deleted dist/install.yaml included)."""
+    kube = operator_installed.kube
+    if not operator_present(kube):
+        install_operator(kube, operator_installed.images)
+    install_driver(kube)
+    return Installation(kube, operator_installed.images)
 
 
 @pytest.fixture

@@ -1,22 +1,26 @@
 """What the real-node tier installs on the node, and how to tell it is there.
 
-The session's `operator_installed` fixture (conftest.py) puts the operator on the node as the bundle's CSV
-deploys it, plus the reference provider and upstream's e2e provider; each test's `installation` fixture
-makes sure a ClusterCSIDriver has the driver registered with kubelet (`install_driver`), so any test
-module runs alone, in any order, and after the uninstall tests.
+The session's `operator_installed` fixture (conftest.py) puts the reference provider and upstream's e2e
+provider on the node, and the operator the way a cluster without OLM installs it: one
+`kubectl apply -f dist/install.yaml`, only its image references swapped for the node's (`install_manifest`).
+Each test's `installation` fixture applies it again when an uninstall test deleted it, and makes sure a
+ClusterCSIDriver has the driver registered with kubelet (`install_driver`), so any test module runs
+alone, in any order, and after the uninstall tests.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 from nodekit import CLUSTER_DIR, DRIVER_NAME, NODE_NAME, REPO, Kube, KubectlError, http_get, wait_for
 
 OPERATOR_NAMESPACE = "secrets-store-csi-driver"
-OPERATOR_SA = "secrets-store-csi-operator"
+OPERATOR_DEPLOYMENT = "secrets-store-csi-operator"
+INSTALL_MANIFEST = REPO / "dist" / "install.yaml"
 PROVIDER_NAMESPACE = "kube-system"
 PROVIDER_APP = "csi-secrets-store-e2e-provider"
 # Upstream's own e2e provider (test/e2eprovider, built from its release source), on its own socket.
@@ -27,77 +31,41 @@ CR_NAME = DRIVER_NAME
 # secretRotation.custom.minimumRefreshAge: the driver's --rotation-poll-interval (seconds).
 ROTATION_SECONDS = int(os.environ.get("SSCSI_NODE_ROTATION_SECONDS", "5"))
 LOGS_DIR = CLUSTER_DIR / "logs"
-KOPF_USER_WORKAROUND = os.environ.get("SSCSI_NODE_KOPF_USER_WORKAROUND", "0") == "1"
 
 
-def _csv_deployment(images: dict[str, str]) -> dict[str, Any]:
-    """The operator's Deployment exactly as the bundle's CSV declares it, images swapped."""
-    csv_path = next((REPO / "bundle" / "manifests").glob("*.clusterserviceversion.yaml"))
-    csv = yaml.safe_load(csv_path.read_text())
-    dep = csv["spec"]["install"]["spec"]["deployments"][0]
-    pod = dep["spec"]["template"]["spec"]
-    container = pod["containers"][0]
+# The operator's RELATED_IMAGE_* variables (the images it deploys the driver with) -> hack/images.sh names.
+RELATED_IMAGES = {
+    "RELATED_IMAGE_DRIVER": "driver",
+    "RELATED_IMAGE_NODE_DRIVER_REGISTRAR": "registrar",
+    "RELATED_IMAGE_LIVENESSPROBE": "livenessprobe",
+}
+
+
+def manifest_objects() -> list[dict[str, Any]]:
+    """The objects of dist/install.yaml, as `make bundle` wrote them."""
+    return [d for d in yaml.safe_load_all(INSTALL_MANIFEST.read_text()) if d]
+
+
+def install_manifest(images: dict[str, str]) -> list[dict[str, Any]]:
+    """dist/install.yaml with only its image references swapped for the ones the node runs: the
+    operator's container image and its RELATED_IMAGE_* values (the manifest's public names,
+    ghcr.io/...:v<version>, are not the tags hack/images.sh gives this build)."""
+    docs = manifest_objects()
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
     container["image"] = images["operator"]
-    overrides = {
-        "DRIVER_IMAGE": images["driver"],
-        "NODE_DRIVER_REGISTRAR_IMAGE": images["registrar"],
-        "LIVENESS_PROBE_IMAGE": images["livenessprobe"],
-    }
-    for env in container.get("env", []):
-        if env["name"] in overrides:
-            env["value"] = overrides.pop(env["name"])
-    container.setdefault("env", []).extend({"name": k, "value": v} for k, v in overrides.items())
-    if KOPF_USER_WORKAROUND and not any(e["name"] in ("LOGNAME", "USER") for e in container["env"]):
-        # The image runs as uid 65532, which has no passwd entry: kopf's default identity calls
-        # getpass.getuser() and the operator crashes at start (KeyError: getpwuid). Remove once the
-        # image (or main.py) handles it; SSCSI_NODE_KOPF_USER_WORKAROUND=0 shows the crash.
-        container["env"].append({"name": "LOGNAME", "value": "secrets-store-csi-operator"})
-    pod["serviceAccountName"] = OPERATOR_SA
-    # kopf's in-cluster login dials https://kubernetes.default.svc: the node's CoreDNS resolves it
-    # and kube-proxy routes the Service to the apiserver (hack/addons.sh), as on any cluster.
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": dep["name"], "namespace": OPERATOR_NAMESPACE, "labels": dep.get("label", {})},
-        "spec": dep["spec"],
-    }
-
-
-def _operator_rbac() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE},
-        }
-    ]
-    subject = [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}]
-    for item in yaml.safe_load((REPO / "assets" / "operator" / "rbac.yaml").read_text())["items"]:
-        name = item["metadata"]["name"]
-        if item["kind"] == "ClusterRole":
-            docs.append(item)
-            docs.append(
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "ClusterRoleBinding",
-                    "metadata": {"name": name},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-                    "subjects": subject,
-                }
-            )
-        elif item["kind"] == "Role":
-            item["metadata"]["namespace"] = OPERATOR_NAMESPACE
-            docs.append(item)
-            docs.append(
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "RoleBinding",
-                    "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                    "subjects": subject,
-                }
-            )
+    related = {e["name"]: e for e in container["env"] if e["name"].startswith("RELATED_IMAGE_")}
+    assert set(related) == set(RELATED_IMAGES), f"{INSTALL_MANIFEST}: RELATED_IMAGE_* are {sorted(related)}"
+    for name, image in RELATED_IMAGES.items():
+        related[name]["value"] = images[image]
     return docs
+
+
+def write_install_manifest(images: dict[str, str]) -> Path:
+    """The node's copy of dist/install.yaml (install_manifest), for `kubectl apply/delete -f`."""
+    path = CLUSTER_DIR / "install.yaml"
+    path.write_text(yaml.safe_dump_all(install_manifest(images), sort_keys=False))
+    return path
 
 
 def _provider_daemonset(image: str) -> dict[str, Any]:
@@ -193,6 +161,14 @@ def csinode_has_driver(kube: Kube) -> bool:
 
 
 @dataclass
+class Node:
+    """The running node: its cluster, and the images hack/images.sh imported (name -> reference)."""
+
+    kube: Kube
+    images: dict[str, str]
+
+
+@dataclass
 class Installation:
     kube: Kube
     images: dict[str, str]
@@ -234,8 +210,9 @@ def save_logs(kube: Kube) -> None:
 
 
 def _remove_olm_install(kube: Kube) -> None:
-    """The OLM tier installs the same operator on this cluster through a Subscription; its CSV owns
-    the operator Deployment and would revert the images this tier sets. Start without it."""
+    """The OLM tier installs the same operator on this cluster through a Subscription; its CSV owns the
+    operator's Deployment and ServiceAccount (same names as the manifest's) and would revert the images
+    this tier sets. Start without it: once the CSV is deleted, OLM's objects go with it."""
     if not kube.exists("crd", "clusterserviceversions.operators.coreos.com"):
         return
     csvs = kube.run("get", "csv", "-n", OPERATOR_NAMESPACE, "-o", "name", "--ignore-not-found").split()
@@ -243,35 +220,69 @@ def _remove_olm_install(kube: Kube) -> None:
         return
     kube.run("delete", "subscription", "--all", "-n", OPERATOR_NAMESPACE, "--ignore-not-found", timeout=120)
     kube.run("delete", *csvs, "-n", OPERATOR_NAMESPACE, "--ignore-not-found", timeout=120)
-    wait_for(
-        "the OLM-owned operator Deployment to go",
-        lambda: not kube.exists("deployment", "secrets-store-csi-operator", OPERATOR_NAMESPACE),
-        120,
+    # Applied over OLM's, the manifest's Deployment and ServiceAccount would keep the CSV's ownerReference
+    # and be garbage-collected: wait until OLM's are gone.
+    for kind in ("deployment", "serviceaccount"):
+        wait_for(
+            f"the OLM-owned operator {kind} to go",
+            lambda kind=kind: not kube.exists(kind, OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE),
+            120,
+        )
+
+
+def _being_removed(kube: Kube, kind: str, name: str) -> bool:
+    found = kube.get(kind, "", None, f"--field-selector=metadata.name={name}")["items"]
+    return bool(found and found[0]["metadata"].get("deletionTimestamp"))
+
+
+def operator_present(kube: Kube) -> bool:
+    """The manifest's operator is there: its namespace (not being deleted), Deployment and CRDs."""
+    crds = [d["metadata"]["name"] for d in manifest_objects() if d["kind"] == "CustomResourceDefinition"]
+    return (
+        kube.exists("namespace", OPERATOR_NAMESPACE)
+        and not _being_removed(kube, "namespace", OPERATOR_NAMESPACE)
+        and kube.exists("deployment", OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE)
+        and all(kube.exists("crd", name) for name in crds)
     )
 
 
 def install_operator(kube: Kube, images: dict[str, str]) -> None:
-    """The CRDs, the operator as the CSV deploys it (images swapped), both providers: rolled out."""
+    """One `kubectl apply -f` of dist/install.yaml (images swapped), the operator rolled out.
+
+    An OLM install of the tier that shares this node is removed first; an uninstall that is still under
+    way (the namespace or a CRD being deleted) is waited out, as an admin reinstalling would. kopf's
+    in-cluster login dials https://kubernetes.default.svc: the node's CoreDNS resolves it and kube-proxy
+    routes the Service to the apiserver (hack/addons.sh), as on any cluster.
+    """
     _remove_olm_install(kube)
-    for crd in [
-        *sorted((REPO / "assets" / "crds").glob("*.yaml")),
-        REPO / "assets" / "operator" / "operator.secrets-store.csi.x-k8s.io_clustercsidrivers.yaml",
-    ]:
-        kube.apply(crd.read_text())
+    for doc in manifest_objects():
+        if doc["kind"] in ("Namespace", "CustomResourceDefinition"):
+            kind, name = doc["kind"].lower(), doc["metadata"]["name"]
+            wait_for(
+                f"{kind} {name} being deleted to go",
+                lambda kind=kind, name=name: not _being_removed(kube, kind, name),
+                180,
+            )
+    kube.run("apply", "-f", str(write_install_manifest(images)), timeout=120)
     kube.run("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
-    kube.apply(_operator_rbac())
-    kube.apply(_csv_deployment(images))
+    kube.run(
+        "rollout",
+        "status",
+        "-n",
+        OPERATOR_NAMESPACE,
+        f"deployment/{OPERATOR_DEPLOYMENT}",
+        "--timeout=180s",
+        timeout=200,
+    )
+
+
+def install_providers(kube: Kube, images: dict[str, str]) -> None:
+    """Both providers as DaemonSets in kube-system, rolled out (an uninstall leaves them)."""
     kube.apply(_provider_daemonset(images["provider"]))
     kube.apply(_upstream_provider_daemonset(images["upstream-provider"]))
-    rollouts = [
-        (OPERATOR_NAMESPACE, "deployment/secrets-store-csi-operator", 180),
-        (PROVIDER_NAMESPACE, f"daemonset/{PROVIDER_APP}", 120),
-        (PROVIDER_NAMESPACE, f"daemonset/{UPSTREAM_PROVIDER_APP}", 120),
-    ]
-    for namespace, workload, seconds in rollouts:
+    for app in (PROVIDER_APP, UPSTREAM_PROVIDER_APP):
         kube.run(
-            "rollout", "status", "-n", namespace, workload, f"--timeout={seconds}s", timeout=seconds + 20
+            "rollout", "status", "-n", PROVIDER_NAMESPACE, f"daemonset/{app}", "--timeout=120s", timeout=140
         )
 
 

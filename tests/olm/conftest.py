@@ -107,11 +107,11 @@ def _clean_slate(kube: Kube) -> None:
                 "patch", "clustercsidriver", CR_NAME, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
             )
     kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=180s", timeout=200)
-    for item in yaml.safe_load((REPO / "assets" / "operator" / "rbac.yaml").read_text())["items"]:
-        if item["kind"] == "ClusterRole":
-            kube.run(
-                "delete", "clusterrole,clusterrolebinding", item["metadata"]["name"], "--ignore-not-found"
-            )
+    # The node tier's dist/install.yaml: its namespaced objects went with the namespace; its cluster RBAC
+    # has the names OLM gives nothing. Its CRDs stay: OLM takes them over (same names, same content).
+    for item in yaml.safe_load_all((REPO / "dist" / "install.yaml").read_text()):
+        if item and item["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            kube.run("delete", item["kind"].lower(), item["metadata"]["name"], "--ignore-not-found")
     kube.run("delete", "csidriver,clusterrole,clusterrolebinding", "-l", MANAGED_BY, "--ignore-not-found")
 
 
