@@ -300,11 +300,13 @@ def table(
     counts = stats.tally(f["verdict"] for f in figs.values())
     lines.append("")
     lines.append("rows: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-    lost = [
-        f["label"].strip() + (" [floor named]" if f.get("floor") else "")
-        for f in figs.values()
-        if f["verdict"] == stats.LOST
-    ]
+    lost, parent = [], ""
+    for f in figs.values():
+        label = f["label"]
+        parent = parent if label.startswith(" ") else label  # sub-rows ("  driver CPU") name their parent
+        name = f"{parent}: {label.strip()}" if label.startswith(" ") else label
+        if f["verdict"] == stats.LOST:
+            lost.append(name + (" [floor named]" if f.get("floor") else ""))
     if lost:
         lines.append("lost: " + "; ".join(lost))
     if floors:

@@ -110,3 +110,12 @@ def test_table_shows_median_range_verdict_and_floor() -> None:
     assert "rows: won 2, lost 1, equal 1" in text
     assert "lost: RSS idle (MiB) [floor named]" in text
     assert "floors (MiB" in text and "grpcio+protobuf 33 (32..34)" in text
+
+
+def test_lost_list_names_a_sub_row_with_its_parent() -> None:
+    rows = [
+        Row("pass_s", "republish pass (s)", ("base", "publish", 110, "p50_ms")),
+        Row("pass_cpu", "  driver CPU (s)", ("base", "steady", "idle", "rss_mean_mib")),
+    ]
+    text = report.table(report.figures(RUNS, rows), [], 3)
+    assert "lost: republish pass (s): driver CPU (s)" in text
