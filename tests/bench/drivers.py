@@ -49,6 +49,29 @@ def upstream_spec(tools_bin: Path, version: str) -> DriverSpec:
     )
 
 
+@dataclass(frozen=True)
+class Selection:
+    specs: dict[str, DriverSpec]
+    order: list[str]  # the wanted drivers that can run, in the order asked for
+    skipped: dict[str, str]  # driver -> why it cannot run
+
+
+def select(wanted_csv: str, versions: dict[str, str]) -> Selection:
+    """The drivers a run asked for (`--drivers ours,upstream`); upstream only when its binary is built."""
+    tools_bin = Path(versions["TOOLS_CACHE"]) / "tools" / "bin"
+    specs = {OURS: ours_spec()}
+    upstream = upstream_spec(tools_bin, versions.get("UPSTREAM_DRIVER_VERSION", "?"))
+    wanted = [d.strip() for d in wanted_csv.split(",") if d.strip()]
+    skipped: dict[str, str] = {}
+    if UPSTREAM in wanted:
+        if upstream.available:
+            specs[UPSTREAM] = upstream
+        else:
+            skipped[UPSTREAM] = f"{upstream.binary} not built (hack/build-tools.sh upstream-driver)"
+            print(f"upstream driver skipped: {skipped[UPSTREAM]}", flush=True)
+    return Selection(specs, [d for d in wanted if d in specs], skipped)
+
+
 def binary_version(spec: DriverSpec) -> str:
     try:
         out = subprocess.run([str(spec.binary), "--version"], capture_output=True, text=True, timeout=30)

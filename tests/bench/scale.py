@@ -100,18 +100,8 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_id = secrets.token_hex(3)
     logs_dir = out_dir / "logs" / f"{s.mode}-{stamp}"
-    tools_bin = Path(versions["TOOLS_CACHE"]) / "tools" / "bin"
-    specs = {drivers.OURS: drivers.ours_spec()}
-    upstream = drivers.upstream_spec(tools_bin, versions.get("UPSTREAM_DRIVER_VERSION", "?"))
-    wanted = [d.strip() for d in args.drivers.split(",") if d.strip()]
-    skipped: dict[str, str] = {}
-    if drivers.UPSTREAM in wanted:
-        if upstream.available:
-            specs[drivers.UPSTREAM] = upstream
-        else:
-            skipped[drivers.UPSTREAM] = f"{upstream.binary} not built (hack/build-tools.sh upstream-driver)"
-            print(f"upstream driver skipped: {skipped[drivers.UPSTREAM]}", flush=True)
-    order = [d for d in wanted if d in specs]
+    selection = drivers.select(args.drivers, versions)
+    specs, order, skipped = selection.specs, selection.order, selection.skipped
 
     def progress(message: str) -> None:
         print(f"{time.monotonic() - started:7.1f}s {message}", flush=True)
