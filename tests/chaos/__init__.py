@@ -1,0 +1,1 @@
+"""Chaos soak on the real node: faults, load, invariants (issue #18)."""
