@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import drivers, rounds, run
+from bench import drivers, fixtures, rounds, run
 from bench.scenarios import Settings, Shared
 
 
@@ -47,8 +47,8 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
     monkeypatch.setattr(rounds, "run_phase", phase)
     monkeypatch.setattr(rounds, "measure_floors", floors)
     monkeypatch.setattr(rounds, "populate_elsewhere", populate)
-    monkeypatch.setattr(rounds.fixtures, "delete_namespaces", delete)
-    monkeypatch.setattr(rounds.fixtures, "delete_nodes", delete)
+    monkeypatch.setattr(fixtures, "delete_namespaces", delete)
+    monkeypatch.setattr(fixtures, "delete_nodes", delete)
     return calls
 
 
