@@ -9,13 +9,15 @@ Endpoints (all GET; 200 with a short text body unless noted):
     provider). An empty or missing value clears the set.
 ``/fault?mode=<mode>&code=<code>&seconds=<n>``
     Fault injection for later Mount calls (extension). ``mode`` is one of none,
-    error-code, unavailable, slow, no-versions, bad-path; ``code`` is the
+    error-code, unavailable, slow, no-versions, bad-path, hang, garbage (see
+    `sscsi_provider.service`); ``code`` is the
     MountResponse error code for error-code; ``seconds`` the delay for slow.
     Invalid values: 400.
 ``/healthz``
     ``ok``.
 ``/state``
-    JSON: rotation, required audiences, fault, number of Mount calls and of pods seen.
+    JSON: rotation, required audiences, fault, number of Mount calls, of Mounts held by
+    the ``hang`` fault right now, and of pods seen.
 
 Unknown paths are 404.
 """

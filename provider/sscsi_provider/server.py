@@ -13,6 +13,11 @@ generic (not "registered") method handlers, on the servicer context's private
 handler, and the interceptor wraps each handler to check the host before the
 servicer runs. When the authority cannot be determined the call is rejected:
 the unit tests catch a grpcio upgrade that moves it.
+
+Mount's responses go through `serialize_mount_response`, which sends `GARBAGE_BYTES` for the
+``garbage`` fault's `GARBAGE_RESPONSE`: the client receives a message it cannot decode.
+The worker pool is sized so that Mounts held by the ``hang`` fault (each until its caller's
+deadline) leave threads for Version and other Mounts.
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ from typing import Any, TypeVar
 import grpc
 from sscsi_proto import provider_pb2
 
-from sscsi_provider.service import ProviderService
+from sscsi_provider.service import GARBAGE_RESPONSE, ProviderService
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "v1alpha1.CSIDriverProvider"
 EXPECTED_AUTHORITY = "localhost"
 DEFAULT_ENDPOINT = "unix:///tmp/e2e-provider.sock"
+DEFAULT_WORKERS = 32
+# Not a MountResponse: field 3 (files) announced as 255 bytes long, followed by 3 bytes.
+GARBAGE_BYTES = b"\x1a\xff\x01\x00\x00\x00"
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -125,6 +133,13 @@ class AuthorityInterceptor(grpc.ServerInterceptor):
         )
 
 
+def serialize_mount_response(response: provider_pb2.MountResponse) -> bytes:
+    """The wire bytes of a MountResponse; junk for the ``garbage`` fault's sentinel."""
+    if response is GARBAGE_RESPONSE:
+        return GARBAGE_BYTES
+    return response.SerializeToString()
+
+
 def generic_handler(service: ProviderService) -> grpc.GenericRpcHandler:
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Version": grpc.unary_unary_rpc_method_handler(
@@ -135,13 +150,15 @@ def generic_handler(service: ProviderService) -> grpc.GenericRpcHandler:
         "Mount": grpc.unary_unary_rpc_method_handler(
             service.Mount,
             request_deserializer=provider_pb2.MountRequest.FromString,
-            response_serializer=provider_pb2.MountResponse.SerializeToString,
+            response_serializer=serialize_mount_response,
         ),
     }
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
-def start_grpc_server(service: ProviderService, socket_path: Path, *, max_workers: int = 8) -> grpc.Server:
+def start_grpc_server(
+    service: ProviderService, socket_path: Path, *, max_workers: int = DEFAULT_WORKERS
+) -> grpc.Server:
     """Bind `socket_path` (after removing a stale socket) and start serving."""
     prepare_socket_path(socket_path)
     server = grpc.server(

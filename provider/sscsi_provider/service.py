@@ -20,6 +20,8 @@ Extensions for our own tests:
 
 * Per-object keys ``objectAlias``, ``objectContent``, ``objectSize``,
   ``objectMode`` and ``objectVersion`` (documented in `sscsi_provider.objects`).
+* Stamped contents (parameters ``stampPeriodSeconds``/``stampSalt``, documented in
+  `sscsi_provider.stamp`): one time-derived version per Mount, checkable lines.
 * Fault injection (set over HTTP, see `sscsi_provider.control`; it stays in force
   for every later Mount until set back to ``none``):
 
@@ -29,6 +31,10 @@ Extensions for our own tests:
   ``slow``         wait the configured seconds first, then answer normally
   ``no-versions``  files as usual but an empty ``object_version`` list
   ``bad-path``     an extra file whose path is ``../escape``
+  ``hang``         no answer until the mode changes (then the new mode applies) or the
+                   caller goes away; other calls and the control server keep answering
+  ``garbage``      the request is served, but the bytes sent back are not a valid
+                   MountResponse (`GARBAGE_RESPONSE`, serialized by `sscsi_provider.server`)
 
 Nothing here logs file contents, the secrets JSON or tokens: only object names,
 versions and the pod's namespace/name.
@@ -51,9 +57,11 @@ from sscsi_provider.objects import (
     ROTATED_CONTENTS,
     ROTATED_VERSION,
     ObjectsError,
+    ObjectSpec,
     parse_objects,
 )
-from sscsi_provider.state import FaultMode, ProviderState
+from sscsi_provider.stamp import Stamp, StampError, stamp_for
+from sscsi_provider.state import Fault, FaultMode, ProviderState
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,9 @@ BAD_PATH = "../escape"
 BAD_PATH_CONTENTS = b"escape"
 
 _SLOW_TICK = 0.05
+
+# Returned by `mount` under the ``garbage`` fault: the server's serializer sends junk for this very object.
+GARBAGE_RESPONSE = provider_pb2.MountResponse()
 
 
 class MountError(Exception):
@@ -136,8 +147,9 @@ def decode_permission(raw: str) -> int:
 class ProviderService(provider_pb2_grpc.CSIDriverProviderServicer):
     """Pure request -> response logic; `Version`/`Mount` adapt it to a gRPC context."""
 
-    def __init__(self, state: ProviderState) -> None:
+    def __init__(self, state: ProviderState, *, clock: Callable[[], float] = time.time) -> None:
         self.state = state
+        self._clock = clock  # wall clock of the stamped versions
 
     # gRPC entry points -------------------------------------------------------
     def Version(
@@ -167,6 +179,8 @@ class ProviderService(provider_pb2_grpc.CSIDriverProviderServicer):
         fault = self.state.fault
         pod = _Pod("", "", "")
         try:
+            if fault.mode is FaultMode.HANG:
+                fault = self._hang(is_active)
             if fault.mode is FaultMode.SLOW:
                 self._delay(fault.seconds, is_active)
             if fault.mode is FaultMode.UNAVAILABLE:
@@ -185,7 +199,8 @@ class ProviderService(provider_pb2_grpc.CSIDriverProviderServicer):
             self._validate_tokens(attributes)
             try:
                 specs = parse_objects(attributes.get(ATTR_OBJECTS))
-            except ObjectsError as exc:
+                stamp = stamp_for(attributes, pod.namespace, pod.name, clock=self._clock)
+            except (ObjectsError, StampError) as exc:
                 raise _invalid(str(exc)) from None
         except MountError as exc:
             log.warning(
@@ -215,19 +230,8 @@ class ProviderService(provider_pb2_grpc.CSIDriverProviderServicer):
             )
             return provider_pb2.MountResponse(error=provider_pb2.Error(code=fault.code))
 
-        rotated = self.state.rotation and self.state.pod_seen(pod.uid)
-        response = provider_pb2.MountResponse()
-        for spec in specs:
-            response.files.append(
-                provider_pb2.File(
-                    path=spec.path,
-                    mode=spec.mode or 0,
-                    contents=ROTATED_CONTENTS if rotated else spec.contents(),
-                )
-            )
-            version = ROTATED_VERSION if rotated else (spec.version or DEFAULT_VERSION)
-            response.object_version.append(provider_pb2.ObjectVersion(id=spec.version_id, version=version))
-
+        rotated = stamp is None and self.state.rotation and self.state.pod_seen(pod.uid)
+        response = _response(specs, stamp, rotated=rotated)
         if fault.mode is FaultMode.NO_VERSIONS:
             del response.object_version[:]
         elif fault.mode is FaultMode.BAD_PATH:
@@ -235,7 +239,9 @@ class ProviderService(provider_pb2_grpc.CSIDriverProviderServicer):
 
         self.state.record_pod(pod.uid)
         log.info(
-            "mount",
+            "mount answered with garbage bytes (injected fault)"
+            if fault.mode is FaultMode.GARBAGE
+            else "mount",
             extra={
                 "call": call,
                 "pod_namespace": pod.namespace,
@@ -243,10 +249,11 @@ class ProviderService(provider_pb2_grpc.CSIDriverProviderServicer):
                 "objects": names,
                 "versions": [f"{v.id}={v.version}" for v in response.object_version],
                 "rotated": rotated,
+                "stamped": stamp is not None,
                 "fault": fault.mode.value,
             },
         )
-        return response
+        return GARBAGE_RESPONSE if fault.mode is FaultMode.GARBAGE else response
 
     # helpers -----------------------------------------------------------------
     def _validate_tokens(self, attributes: dict[str, str]) -> None:
@@ -269,6 +276,15 @@ class ProviderService(provider_pb2_grpc.CSIDriverProviderServicer):
             if not isinstance(token, str) or not token:
                 raise _invalid(f"service account token for audience {audience!r} is missing")
 
+    def _hang(self, is_active: Callable[[], bool]) -> Fault:
+        """Wait for the ``hang`` mode to end; the fault then in force (CANCELLED once the caller left)."""
+        fault = self.state.wait_while(FaultMode.HANG, is_active)
+        if fault is None:
+            raise MountError(
+                grpc.StatusCode.CANCELLED, "caller went away while the mount hung (injected fault)"
+            )
+        return fault
+
     @staticmethod
     def _delay(seconds: float, is_active: Callable[[], bool]) -> None:
         """Sleep, but give up early once the caller has gone (deadline or cancel)."""
@@ -277,3 +293,18 @@ class ProviderService(provider_pb2_grpc.CSIDriverProviderServicer):
             if not is_active():
                 raise MountError(grpc.StatusCode.CANCELLED, "caller went away during injected delay")
             time.sleep(min(_SLOW_TICK, remaining))
+
+
+def _response(specs: list[ObjectSpec], stamp: Stamp | None, *, rotated: bool) -> provider_pb2.MountResponse:
+    """One file and one version per object: stamped, rotated or the object's own value."""
+    response = provider_pb2.MountResponse()
+    for spec in specs:
+        if stamp is not None:
+            contents, version = stamp.contents(spec.name), stamp.version_label
+        elif rotated:
+            contents, version = ROTATED_CONTENTS, ROTATED_VERSION
+        else:
+            contents, version = spec.contents(), spec.version or DEFAULT_VERSION
+        response.files.append(provider_pb2.File(path=spec.path, mode=spec.mode or 0, contents=contents))
+        response.object_version.append(provider_pb2.ObjectVersion(id=spec.version_id, version=version))
+    return response

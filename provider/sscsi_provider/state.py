@@ -9,11 +9,14 @@ from __future__ import annotations
 import enum
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_ERROR_CODE = "E2EProviderInjectedError"
 MAX_FAULT_SECONDS = 3600.0
+# How often a hung Mount looks whether its caller is still there (a mode change wakes it at once).
+HANG_CHECK_SECONDS = 0.2
 
 
 class FaultMode(enum.StrEnum):
@@ -25,6 +28,8 @@ class FaultMode(enum.StrEnum):
     SLOW = "slow"
     NO_VERSIONS = "no-versions"
     BAD_PATH = "bad-path"
+    HANG = "hang"
+    GARBAGE = "garbage"
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class ProviderState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._fault_changed = threading.Condition(self._lock)
+        self._hung = 0
         self._rotation = False
         self._audiences: tuple[str, ...] = ()
         self._fault = Fault()
@@ -95,6 +102,27 @@ class ProviderState:
     def set_fault(self, fault: Fault) -> None:
         with self._lock:
             self._fault = fault
+            self._fault_changed.notify_all()
+
+    def wait_while(
+        self, mode: FaultMode, is_active: Callable[[], bool], *, check_seconds: float = HANG_CHECK_SECONDS
+    ) -> Fault | None:
+        """Block while the fault is `mode`; the fault then in force, or None once `is_active()` is false."""
+        with self._fault_changed:
+            self._hung += 1
+            try:
+                while self._fault.mode is mode:
+                    if not is_active():
+                        return None
+                    self._fault_changed.wait(check_seconds)
+                return self._fault
+            finally:
+                self._hung -= 1
+
+    @property
+    def hung_mounts(self) -> int:
+        with self._lock:
+            return self._hung
 
     @property
     def fault(self) -> Fault:
@@ -132,5 +160,6 @@ class ProviderState:
                     "seconds": self._fault.seconds,
                 },
                 "mount_calls": self._mount_calls,
+                "hung_mounts": self._hung,
                 "pods_seen": len(self._pods_seen),
             }

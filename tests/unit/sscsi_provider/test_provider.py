@@ -644,6 +644,7 @@ def test_http_control_other_endpoints(live: tuple[ProviderState, Path, ControlSe
         "required_audiences": [],
         "fault": {"mode": "slow", "code": "", "seconds": 1.5},
         "mount_calls": 2,
+        "hung_mounts": 0,
         "pods_seen": 1,
     }
 
