@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 400
-CHECKED = ("driver", "operator", "provider", "proto", "kube", "cli", "hack")
+CHECKED = ("driver", "operator", "provider", "proto", "kube", "cli", "hack", "tests/bench")
 
 
 def modules(roots: Iterable[Path]) -> list[Path]:

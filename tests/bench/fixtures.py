@@ -64,12 +64,17 @@ async def create_spc(api: KubeClient, namespace: str, name: str, objects_yaml: s
     await api.create(SPC, spc_manifest(name, namespace, objects_yaml), namespace)
 
 
-async def create_bench_pod(api: KubeClient, namespace: str, name: str, node: str, spc: str) -> dict[str, Any]:
+async def create_bench_pod(
+    api: KubeClient, namespace: str, name: str, node: str, *spcs: str
+) -> dict[str, Any]:
+    """A pod on `node` with one CSI volume per SecretProviderClass in `spcs` ("secrets" for a single
+    one, "secrets-<i>" for several)."""
+    names = [VOLUME] if len(spcs) == 1 else [f"{VOLUME}-{i}" for i in range(len(spcs))]
     manifest = pod_manifest(
         name,
         namespace,
         node,
-        [csi_volume(VOLUME, spc)],
+        [csi_volume(vol, spc) for vol, spc in zip(names, spcs, strict=True)],
         # nodes without a kubelet turn NotReady/unreachable: tolerate it, or taint eviction
         # deletes the pods after the default 300 s while the benchmark still uses them
         tolerations=[{"operator": "Exists"}],
@@ -113,11 +118,17 @@ async def pods_with_spcs(
     prefix: str,
     count: int,
     objects_yaml: str,
+    volumes_per_pod: int = 1,
 ) -> list[dict[str, Any]]:
-    """`count` pods on `node`, pod i in namespaces[i % len], each with its own SPC (same name)."""
+    """`count` pods on `node`, pod i in namespaces[i % len], each volume with its own SPC (named after
+    the pod for a single volume, "<pod>-v<j>" for several)."""
     names = [(namespaces[i % len(namespaces)], f"{prefix}-{i:04d}") for i in range(count)]
-    await bounded(create_spc(api, ns, name, objects_yaml) for ns, name in names)
-    return await bounded(create_bench_pod(api, ns, name, node, name) for ns, name in names)
+
+    def spcs(name: str) -> list[str]:
+        return [name] if volumes_per_pod == 1 else [f"{name}-v{j}" for j in range(volumes_per_pod)]
+
+    await bounded(create_spc(api, ns, spc, objects_yaml) for ns, name in names for spc in spcs(name))
+    return await bounded(create_bench_pod(api, ns, name, node, *spcs(name)) for ns, name in names)
 
 
 async def delete_namespaces(api: KubeClient, names: Iterable[str], wait: float = 0.0) -> float:

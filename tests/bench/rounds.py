@@ -14,18 +14,19 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from . import drivers, fixtures, report
-from .scenarios import DriverPhase, Settings, Shared
+from . import drivers, fixtures, report, scenarios
+from .phase import DriverPhase, run_guarded
+from .settings import Settings, Shared
 
 
 async def populate_elsewhere(shared: Shared, pods: int) -> dict[str, Any]:
     """Scenario 4's background: other nodes' pods, SPCs and SPCPS in other namespaces."""
-    s, api, run = shared.settings, shared.api, shared.run_id
+    s, api, run, label = shared.settings, shared.api, shared.run_id, shared.run_label
     started = time.monotonic()
     nodes = [f"bench-{run}-else-{j}" for j in range(s.scale_nodes)]
     namespaces = [f"b-{run}-else-{k}" for k in range(s.scale_namespaces)]
-    await fixtures.bounded(fixtures.create_node(api, n, run) for n in nodes)
-    await fixtures.bounded(fixtures.create_namespace(api, ns, run) for ns in namespaces)
+    await fixtures.bounded(fixtures.create_node(api, n, label) for n in nodes)
+    await fixtures.bounded(fixtures.create_namespace(api, ns, label) for ns in namespaces)
     obj = fixtures.objects(s.objects_per_volume, s.object_size)
     names = [(namespaces[i % len(namespaces)], f"else-{i:05d}", nodes[i % len(nodes)]) for i in range(pods)]
     await fixtures.bounded((fixtures.create_spc(api, ns, name, obj) for ns, name, _ in names), 32)
@@ -62,19 +63,7 @@ async def run_phase(
     sizes = settings.publish_sizes if phase == "base" else (settings.steady_pods,)
     large = settings.large and phase == "base"
     p = DriverPhase(shared, spec, phase, sizes, large)
-    started = time.monotonic()
-    try:
-        result = await p.run()
-    except Exception as err:  # keep the other driver's figures; say what broke
-        shared.progress(f"[{spec.name}/{phase}] FAILED: {err!r}")
-        result = dict(p.result, error=repr(err))
-        if p.driver is not None:
-            result["driver_log_tail"] = p.driver.log_tail(2000)
-    finally:
-        # the next phase must not pay for this one's namespace deletion
-        await p.teardown(wait_namespaces=settings.mode == "full")
-    result["phase_s"] = round(time.monotonic() - started, 2)
-    return result
+    return await run_guarded(p, scenarios.run, wait_namespaces=settings.mode == "full")
 
 
 def round_shared(shared: Shared, index: int, repeats: int) -> Shared:

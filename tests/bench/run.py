@@ -33,7 +33,7 @@ from versions_env import versions as read_versions
 from . import chart, drivers, fixtures, report, stats
 from .audit import AuditLog
 from .rounds import floors_doc, run_rounds
-from .scenarios import Settings, Shared
+from .settings import Settings, Shared
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -34,7 +34,7 @@ from .audit import AuditLog
 from .run import REPO, apply_crds, cluster_dir, ensure_cluster, environment
 from .scale_cluster import ClusterSettings, ProviderPool, run_cluster
 from .scale_node import run_node_limit
-from .scenarios import Settings, Shared
+from .settings import Settings, Shared
 from .soak import SoakSettings, run_soak
 
 PARTS = ("node", "cluster", "soak")

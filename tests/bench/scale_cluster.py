@@ -10,7 +10,6 @@ during the wave, the watches they hold open, the apiserver's CPU and RSS, publis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import time
 import urllib.request
@@ -23,8 +22,10 @@ from harness.processes import Process, free_port, start_provider
 
 from . import drivers, fixtures, procstat
 from .audit import AuditLog, Mark, Matcher, user_agent_matcher
+from .latency import percentile
 from .scale_apiserver import ApiserverProcess, CpuMeter, open_watches, served_watches, watch_summary
-from .scenarios import Shared, _unmount_all, percentile
+from .settings import Shared
+from .volume_files import first_file, unmount_all
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,9 @@ class ClusterRun:
             node.provider_dir = self.pool.providers[i][1]
             (node.kubelet_root / "pods").mkdir(parents=True, exist_ok=True)
             self.nodes.append(node)
-        await fixtures.bounded(fixtures.create_node(api, n.name, run) for n in self.nodes)
-        await fixtures.bounded(fixtures.create_namespace(api, ns, run) for ns in self.namespaces)
+        label = self.shared.run_label
+        await fixtures.bounded(fixtures.create_node(api, n.name, label) for n in self.nodes)
+        await fixtures.bounded(fixtures.create_namespace(api, ns, label) for ns in self.namespaces)
         obj = fixtures.objects(self.cs.objects_per_volume, self.cs.object_size)
         placed = [
             (
@@ -284,7 +286,7 @@ class ClusterRun:
         wave_cpu, drivers_cpu = meter.stop(), self.drivers_cpu() - cpu0
         reqs = await self.requests(mark, settle=0.0)
         window = max(self.cs.wave_window_s, wave_s)
-        rotated = sum(1 for n in self.nodes for v in n.volumes if _first_file(v.target) == b"rotated")
+        rotated = sum(1 for n in self.nodes for v in n.volumes if first_file(v.target) == b"rotated")
         await self.pool.rotate(self.m, False)
         per_min = None if reqs is None else reqs["requests"] * 60.0 / window
         self.result["wave"] = {
@@ -314,7 +316,7 @@ class ClusterRun:
 
         await asyncio.gather(*(stop(n) for n in self.nodes))
         for node in self.nodes:
-            _unmount_all(node.kubelet_root)
+            unmount_all(node.kubelet_root)
         if self.nodes:
             shutil.rmtree(self.nodes[0].workdir.parent, ignore_errors=True)
         api = self.shared.api
@@ -323,13 +325,6 @@ class ClusterRun:
         )
         await fixtures.delete_nodes(api, [n.name for n in self.nodes])
         self.result["cleanup_wait_s"] = round(waited, 2)
-
-
-def _first_file(target: Path) -> bytes | None:
-    with contextlib.suppress(OSError):
-        names = sorted(p for p in target.iterdir() if not p.name.startswith(".."))
-        return names[0].read_bytes() if names else None
-    return None
 
 
 async def run_cluster(

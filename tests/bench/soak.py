@@ -16,7 +16,6 @@ import asyncio
 import collections
 import dataclasses
 import os
-import shutil
 import sys
 import time
 import urllib.request
@@ -25,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.loadgen import LoadGenerator, PreparedVolume, prepare
-from harness.processes import Process, free_port, start_provider
 from sscsi_kube.resources import POD, SPC
 
 from . import drivers, fixtures, procstat, task_probe
-from .audit import user_agent_matcher
-from .scenarios import Shared, _unmount_all
+from .node_run import NodeRun
+from .settings import Shared
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 SLOPE_LIMIT_MIB = 1.0
@@ -110,24 +108,12 @@ def _fds(pid: int) -> int:
 
 
 @dataclass
-class SoakRun:
-    shared: Shared
-    spec: drivers.DriverSpec
+class SoakRun(NodeRun):
     ss: SoakSettings
-    node: str = ""
-    namespaces: list[str] = field(default_factory=list)
-    workdir: Path = Path()
-    provider: Process | None = None
-    provider_http: str = ""
-    driver: drivers.RunningDriver | None = None
-    metrics_url: str = ""
     tasks_file: Path | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
     errors: list[str] = field(default_factory=list)
-
-    def say(self, message: str) -> None:
-        self.shared.progress(f"[{self.spec.name}/soak] {message}")
 
     def probed_spec(self) -> drivers.DriverSpec:
         """Ours runs under bench.task_probe (same process, same flags) through a small launcher."""
@@ -168,37 +154,15 @@ class SoakRun:
         return entry
 
     async def setup(self) -> None:
-        run = self.shared.run_id
-        self.node = f"bench-{run}-{self.spec.name}-soak"
-        self.namespaces = [f"s-{run}-{self.spec.name[0]}-{k}" for k in range(self.ss.namespaces)]
-        self.workdir = self.shared.workroot / f"{self.spec.name}-soak"
-        (self.workdir / "kubelet" / "pods").mkdir(parents=True, exist_ok=True)
-        (self.workdir / "providers").mkdir(parents=True, exist_ok=True)
-        api = self.shared.api
-        await fixtures.create_node(api, self.node, run)
-        await fixtures.bounded(fixtures.create_namespace(api, ns, run) for ns in self.namespaces)
-        port = free_port()
-        self.provider = await asyncio.to_thread(
-            start_provider,
-            self.workdir / "providers",
-            self.shared.logs_dir / f"soak-{self.spec.name}",
-            http_port=port,
+        run, name = self.shared.run_id, self.spec.name
+        await self.create_node(
+            f"bench-{run}-{name}-soak",
+            [f"s-{run}-{name[0]}-{k}" for k in range(self.ss.namespaces)],
+            self.shared.workroot / f"{name}-soak",
         )
-        self.provider_http = f"http://127.0.0.1:{port}"
-        metrics_port = free_port()
-        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        self.driver = await asyncio.to_thread(
-            drivers.start,
-            self.probed_spec(),
-            node=self.node,
-            socket=self.workdir / "csi.sock",
-            kubeconfig=self.shared.kubeconfig,
-            provider_dir=self.workdir / "providers",
-            kubelet_root=self.workdir / "kubelet",
-            metrics_port=metrics_port,
-            rotation_interval=f"{self.ss.rotation_interval_s:g}s",
-            log_path=self.shared.logs_dir / f"soak-{self.spec.name}-driver.log",
-        )
+        await self.start_provider(self.shared.logs_dir / f"soak-{name}")
+        log = self.shared.logs_dir / f"soak-{name}-driver.log"
+        await self.launch_driver(self.probed_spec(), self.ss.rotation_interval_s, log)
 
     async def new_pods(self, seq: int) -> list[tuple[str, str, list[PreparedVolume]]]:
         api, obj = self.shared.api, fixtures.objects(self.ss.objects_per_volume, self.ss.object_size)
@@ -207,7 +171,7 @@ class SoakRun:
             ns, name = self.namespaces[i % len(self.namespaces)], f"soak-{i:05d}"
             await fixtures.create_spc(api, ns, name, obj)
             pod = await fixtures.create_bench_pod(api, ns, name, self.node, name)
-            return ns, name, prepare(pod, self.workdir / "kubelet")
+            return ns, name, prepare(pod, self.kubelet_root)
 
         return await asyncio.gather(*(one(seq + k) for k in range(self.ss.churn_per_tick)))
 
@@ -236,7 +200,7 @@ class SoakRun:
                     raise RuntimeError(f"driver exited:\n{self.driver.log_tail()}")
                 self.sample(now - start)
                 rotated = not rotated
-                await asyncio.to_thread(_get, f"{self.provider_http}/rotation?rotated={str(rotated).lower()}")
+                await asyncio.to_thread(self.provider_control, f"/rotation?rotated={str(rotated).lower()}")
                 fresh = await self.new_pods(tick * self.ss.churn_per_tick)
                 self.counts["created"] += len(fresh)
                 batch = await gen.publish([v for _, _, vols in fresh for v in vols])
@@ -256,11 +220,7 @@ class SoakRun:
             await self.retire(gen, list(pool))
         finally:
             await gen.close()
-        scope = (self.node, *(f"/namespaces/{ns}/" for ns in self.namespaces))
-        matcher = user_agent_matcher(
-            self.spec.user_agent_prefix, scope=scope if self.spec.name == drivers.OURS else ()
-        )
-        reqs = audit.count(mark, time.time(), matcher).as_dict() if mark else None
+        reqs = audit.count(mark, time.time(), self.matcher()).as_dict() if mark else None
         minutes = (time.monotonic() - start) / 60.0
         return {
             "node": self.node,
@@ -279,23 +239,11 @@ class SoakRun:
         }
 
     async def teardown(self) -> None:
-        if self.driver is not None:
-            await asyncio.to_thread(self.driver.stop)
-        if self.provider is not None:
-            await asyncio.to_thread(self.provider.stop)
-        _unmount_all(self.workdir / "kubelet")
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        await fixtures.delete_namespaces(self.shared.api, self.namespaces)
-        await fixtures.delete_nodes(self.shared.api, [self.node])
-
-
-def _get(url: str) -> None:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        resp.read()
+        await self.remove(wait_namespaces=False)
 
 
 async def run_soak(shared: Shared, spec: drivers.DriverSpec, ss: SoakSettings) -> dict[str, Any]:
-    soak = SoakRun(shared, spec, ss)
+    soak = SoakRun(shared, spec, "soak", ss)
     try:
         result = await soak.run()
     except Exception as err:  # keep the other driver's soak; say what broke

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from bench import drivers, fixtures, rounds, run
-from bench.scenarios import Settings, Shared
+from bench.settings import Settings, Shared
 
 
 def shared(settings: Settings, tmp_path: Path, lines: list[str]) -> Shared:
