@@ -4,9 +4,11 @@ A republish pass is N NodePublishVolume calls; inside the rotation interval each
 refresh also makes one provider Mount call. The probe runs, in a fresh interpreter (the driver's), a bare
 `grpc.aio` server whose handler returns at once ("server": the floor of the throttled pass) or first awaits
 one unary call to a second process ("server+client": the gRPC floor of a pass that asks the provider), and
-reports the CPU seconds that process spent answering N concurrent calls (utime + stime, /proc/<pid>/stat).
-`kube_cpu_seconds` is the same for N apiserver GETs through sscsi_kube's client (a changed republish pass
-sends two requests per volume, as upstream does).
+reports the CPU seconds that process spent answering N concurrent calls (utime + stime, /proc/<pid>/stat)
+and the wall time the N calls took, seen from the calling process (a Python grpc.aio client, like the
+bench's load generator). `kube_cpu_seconds` is the same for N apiserver GETs through sscsi_kube's client
+(a changed republish pass sends two requests per volume, as upstream does). `round_floors` is what the
+bench measures at the start of every round: both modes for the round's N calls, and one GET's CPU.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ async def main():
     async with grpc.aio.insecure_channel(f"unix:{sock}") as channel:
         client = csi_pb2_grpc.IdentityStub(channel)
         await asyncio.gather(*(client.GetPluginInfo(csi_pb2.GetPluginInfoRequest()) for _ in range(calls)))
-    server_cpu = await measured(sock, calls)
-    print(server_cpu)
+    server_cpu, wall = await measured(sock, calls)
+    print(server_cpu, wall)
     await server.stop(0)
 
 
@@ -64,12 +66,12 @@ async def measured(sock, calls):
     )
     await child.stdout.readline()  # the child's channel is ready
     before = cpu()
-    await child.communicate()
-    return cpu() - before
+    out, _ = await child.communicate()
+    return cpu() - before, float(out.split()[-1])
 
 
 CLIENT = '''
-import asyncio, sys
+import asyncio, sys, time
 import grpc
 from sscsi_proto import csi_pb2, csi_pb2_grpc
 async def main():
@@ -78,8 +80,10 @@ async def main():
         stub = csi_pb2_grpc.IdentityStub(channel)
         print("ready", flush=True)
         await asyncio.sleep(0.5)
-        calls = [stub.GetPluginInfo(csi_pb2.GetPluginInfoRequest()) for _ in range(int(sys.argv[2]))]
-        await asyncio.gather(*calls)
+        requests = [csi_pb2.GetPluginInfoRequest() for _ in range(int(sys.argv[2]))]
+        started = time.monotonic()
+        await asyncio.gather(*(stub.GetPluginInfo(r) for r in requests))
+        print(time.monotonic() - started, flush=True)
 asyncio.run(main())
 '''
 
@@ -130,8 +134,9 @@ asyncio.run(main())
 """
 
 
-def grpc_cpu_seconds(python: str, mode: str, calls: int = 110, timeout: float = 120.0) -> float:
-    """CPU seconds a fresh `python` serving `calls` concurrent trivial unary calls spends (see module doc)."""
+def grpc_seconds(python: str, mode: str, calls: int = 110, timeout: float = 120.0) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of a fresh `python` serving `calls` concurrent trivial unary calls
+    (see module doc)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {MODES}")
     with tempfile.TemporaryDirectory(prefix="sscsi-cpu-floor-") as tmp:
@@ -152,7 +157,13 @@ def grpc_cpu_seconds(python: str, mode: str, calls: int = 110, timeout: float = 
         finally:
             helper.terminate()
             helper.wait(timeout=10)
-    return float(out.stdout.strip().splitlines()[-1])
+    cpu, wall = out.stdout.strip().splitlines()[-1].split()
+    return float(cpu), float(wall)
+
+
+def grpc_cpu_seconds(python: str, mode: str, calls: int = 110, timeout: float = 120.0) -> float:
+    """The CPU seconds of `grpc_seconds`."""
+    return grpc_seconds(python, mode, calls, timeout)[0]
 
 
 def kube_cpu_seconds(python: str, kubeconfig: str, requests: int = 220, timeout: float = 120.0) -> float:
@@ -174,6 +185,24 @@ def cpu_floors(python: str, calls: int = 110, repeats: int = 3) -> dict[str, flo
         mode: round(statistics.median(grpc_cpu_seconds(python, mode, calls) for _ in range(repeats)), 3)
         for mode in MODES
     }
+
+
+KUBE_REQUEST_MS = "kube_request_cpu_ms"
+
+
+def round_floors(
+    python: str, kubeconfig: str, calls: int, repeats: int = 3, requests: int = 220
+) -> dict[str, float]:
+    """One round's CPU floors: per mode the median over `repeats` probes of its CPU and wall seconds for
+    `calls` calls ("<mode>_cpu_s", "<mode>_wall_s"), `calls` itself, and the CPU milliseconds of one
+    apiserver GET through sscsi_kube's client (KUBE_REQUEST_MS, from `requests` GETs at once)."""
+    out: dict[str, float] = {"calls": float(calls)}
+    for mode in MODES:
+        samples = [grpc_seconds(python, mode, calls) for _ in range(repeats)]
+        out[f"{mode}_cpu_s"] = round(statistics.median(c for c, _ in samples), 3)
+        out[f"{mode}_wall_s"] = round(statistics.median(w for _, w in samples), 3)
+    out[KUBE_REQUEST_MS] = round(kube_cpu_seconds(python, kubeconfig, requests) * 1000 / requests, 3)
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

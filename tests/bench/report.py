@@ -1,8 +1,10 @@
 """Turn the runs' raw results into figures (median and spread per driver), verdicts, goals and the table.
 
 Every figure is read from each run with a getter; `stats` turns the per-run values into a spread and a
-verdict (won / lost / noisy / equal, see stats.py). RSS rows name a floor (tests/bench/floors.py, measured
-in the same run) and show how far above it we are. The PNG is drawn by chart.py.
+verdict (won / lost / noisy / equal, see stats.py). Rows upstream may win name a floor (row_floors.py: RSS
+of the interpreter with grpcio+protobuf, CPU and wall time of a bare grpc.aio server for the row's calls plus
+its apiserver requests, the requests a node-scoped driver needs), measured in the same run, and show how far
+above it we are. The PNG is drawn by chart.py.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import stats
+from . import row_floors, stats
 from .drivers import OURS, UPSTREAM
+from .row_floors import NO_PROBES, Floor, GrpcFloor, Probes, RequestFloor, RssFloor
 from .stats import Spread
 
 Getter = Callable[[dict[str, Any]], Any]
@@ -39,18 +42,19 @@ class Row:
     label: str
     path: tuple[str | int, ...]
     higher_is_better: bool = False
-    floor: str | None = None
+    floor: Floor | None = None
 
     def get(self, results: dict[str, Any]) -> Any:
         return dig(results, *self.path)
 
 
 def _rss(key: str, label: str, *path: str | int) -> Row:
-    return Row(key, label, path, floor=RSS_FLOOR)
+    return Row(key, label, path, floor=RssFloor(RSS_FLOOR))
 
 
-def figure_rows(sizes: tuple[int, ...], large: bool, scale: bool) -> list[Row]:
-    """Every figure the table shows; paths are into one driver's results of one run."""
+def figure_rows(sizes: tuple[int, ...], large: bool, scale: bool, namespaces: int = 10) -> list[Row]:
+    """Every figure the table shows; paths are into one driver's results of one run (pods spread over
+    `namespaces` namespaces)."""
     rows: list[Row] = []
     for n in sizes:
         rows += [
@@ -62,9 +66,17 @@ def figure_rows(sizes: tuple[int, ...], large: bool, scale: bool) -> list[Row]:
     rows += [
         Row(f"publish_{top}_max_ms", f"publish N={top} max (ms)", (*pub, "max_ms")),
         Row(f"publish_{top}_pods_per_s", f"publish N={top} pods/s", (*pub, "pods_per_s"), True),
-        Row(f"publish_{top}_cpu_s", f"publish N={top} driver CPU (s)", (*pub, "driver", "cpu_seconds")),
         Row(
-            f"publish_{top}_requests", f"publish N={top} apiserver requests", (*pub, "apiserver", "requests")
+            f"publish_{top}_cpu_s",
+            f"publish N={top} driver CPU (s)",
+            (*pub, "driver", "cpu_seconds"),
+            floor=GrpcFloor("server+client", requests=(*pub, "apiserver", "requests")),
+        ),
+        Row(
+            f"publish_{top}_requests",
+            f"publish N={top} apiserver requests",
+            (*pub, "apiserver", "requests"),
+            floor=RequestFloor(top, min(top, namespaces)),
         ),
         Row(f"unpublish_{top}_p50_ms", f"unpublish N={top} p50 (ms)", ("base", "unpublish", "p50_ms")),
         Row(f"unpublish_{top}_max_ms", f"unpublish N={top} max (ms)", ("base", "unpublish", "max_ms")),
@@ -85,9 +97,16 @@ def figure_rows(sizes: tuple[int, ...], large: bool, scale: bool) -> list[Row]:
     ]
     for kind in ("throttled", "unchanged", "changed"):
         rot: tuple[str | int, ...] = ("base", "rotation", kind)
+        mode = "server" if kind == "throttled" else "server+client"  # a throttled pass asks no provider
+        cpu_floor = GrpcFloor(mode, requests=(*rot, "apiserver", "requests"))
         rows += [
-            Row(f"{kind}_pass_s", f"republish pass, {kind} (s)", (*rot, "duration_s")),
-            Row(f"{kind}_pass_cpu_s", "  driver CPU (s)", (*rot, "driver", "cpu_seconds")),
+            Row(
+                f"{kind}_pass_s",
+                f"republish pass, {kind} (s)",
+                (*rot, "duration_s"),
+                floor=GrpcFloor(mode, "wall") if kind == "throttled" else None,
+            ),
+            Row(f"{kind}_pass_cpu_s", "  driver CPU (s)", (*rot, "driver", "cpu_seconds"), floor=cpu_floor),
             Row(f"{kind}_pass_requests", "  apiserver requests", (*rot, "apiserver", "requests")),
             Row(f"{kind}_pass_provider_calls", "  provider calls", (*rot, "provider_calls")),
         ]
@@ -144,7 +163,7 @@ def driver_spread(runs: list[dict[str, Any]], driver: str, row: Row) -> Spread |
 
 
 def floor_spreads(floor_runs: list[dict[str, Any]]) -> dict[str, Spread]:
-    """Per floor name, its MiB over the runs that measured it."""
+    """Per probe name, its value over the runs that measured it."""
     names: dict[str, None] = {}
     for run in floor_runs:
         names.update(dict.fromkeys(k for k in run if k != "error"))
@@ -155,8 +174,7 @@ def floor_spreads(floor_runs: list[dict[str, Any]]) -> dict[str, Spread]:
 def figures(
     runs: list[dict[str, Any]],
     rows: list[Row],
-    floors: dict[str, Spread] | None = None,
-    floor_error: str | None = None,
+    probes: Probes = NO_PROBES,
 ) -> dict[str, dict[str, Any]]:
     """Per row: each driver's spread (median, min, max, every run), the ratio of medians, the verdict
     and, for rows naming a floor, how far our median is above it."""
@@ -172,10 +190,8 @@ def figures(
             "verdict": stats.verdict(a, b, higher_is_better=row.higher_is_better),
         }
         if row.floor:
-            floor = (floors or {}).get(row.floor)
-            entry["floor"] = {"name": row.floor, **stats.above_floor(a, floor, b)}
-            if floor is None:
-                entry["floor"]["error"] = floor_error or "floor not measured"
+            ours_runs = [r[OURS] for r in runs if isinstance(r.get(OURS), dict)]
+            entry["floor"] = row_floors.entry(row.floor, probes, ours_runs, a, b)
         out[row.key] = entry
     return out
 
@@ -268,24 +284,45 @@ def _cell(s: dict[str, Any] | None) -> str:
 def _floor_cell(f: dict[str, Any] | None) -> str:
     if not f:
         return ""
-    if "floor_mib" not in f:
-        return f"{f['name']}: not measured"  # why: the floors line under the table
+    if "above" not in f:
+        return f"{f['name']}: not measured"  # why: the floors lines under the table
     sign = "+" if f["above"] >= 0 else "-"
-    text = f"{f['name']} {_fmt(f['floor_mib'])}: {sign}{_fmt(abs(f['above']))} MiB, {_fmt(f['times'])}x"
+    text = f"{f['name']} {_fmt(f['value'])}: {sign}{_fmt(abs(f['above']))} {f['unit']}, {_fmt(f['times'])}x"
     return text + (" (floor >= upstream)" if f.get("floor_above_upstream") else "")
+
+
+def _probe_lines(probes: Probes) -> list[str]:
+    """What the floors were made of, under the table: every RSS probe, the gRPC and apiserver probes."""
+    lines: list[str] = []
+    if probes.rss:
+        lines.append(
+            "RSS floors (MiB, fresh interpreter importing the set; median (min..max)): "
+            + ", ".join(f"{name} {_cell(s.as_dict())}" for name, s in probes.rss.items())
+        )
+    elif probes.rss_error:
+        lines.append(f"RSS floors: {probes.rss_error}")
+    if probes.cpu:
+        lines.append(
+            "CPU floors (fresh interpreter; median (min..max)): "
+            + ", ".join(f"{name} {_cell(s.as_dict())}" for name, s in probes.cpu.items())
+        )
+    elif probes.cpu_error:
+        lines.append(f"CPU floors: {probes.cpu_error}")
+    return lines
 
 
 def table(
     figs: dict[str, dict[str, Any]],
     goal_list: list[dict[str, Any]],
     repeats: int = 1,
-    floors: dict[str, Spread] | None = None,
-    floor_error: str | None = None,
+    probes: Probes = NO_PROBES,
 ) -> str:
     width = max(len(f["label"]) for f in figs.values()) + 2
     cells = [(_cell(f[OURS]), _cell(f[UPSTREAM])) for f in figs.values()]
+    verdicts = [row_floors.verdict_cell(f["verdict"], f.get("floor"), _fmt) for f in figs.values()]
     cw = max(12, *(len(c) + 2 for pair in cells for c in pair))
-    head = f"{'figure':<{width}}{'ours':>{cw}}{'upstream':>{cw}}{'ours/up':>9}  {'verdict':<8}"
+    vw = max(len(v) for v in [*verdicts, "verdict"]) + 2
+    head = f"{'figure':<{width}}{'ours':>{cw}}{'upstream':>{cw}}{'ours/up':>9}  {'verdict':<{vw}}"
     head += "floor: ours above it"
     lines = [
         f"median (min..max) over {repeats} run(s) per driver, interleaved ours, upstream, ours, ...;",
@@ -294,28 +331,26 @@ def table(
         head,
         "-" * len(head),
     ]
-    for f, (a, b) in zip(figs.values(), cells, strict=True):
-        line = f"{f['label']:<{width}}{a:>{cw}}{b:>{cw}}{_fmt(f['ratio']):>9}  {f['verdict']:<8}"
+    for f, (a, b), v in zip(figs.values(), cells, verdicts, strict=True):
+        line = f"{f['label']:<{width}}{a:>{cw}}{b:>{cw}}{_fmt(f['ratio']):>9}  {v:<{vw}}"
         lines.append((line + _floor_cell(f.get("floor"))).rstrip())
     counts = stats.tally(f["verdict"] for f in figs.values())
     lines.append("")
     lines.append("rows: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-    lost, parent = [], ""
+    lost, unexplained, parent = [], [], ""
     for f in figs.values():
         label = f["label"]
         parent = parent if label.startswith(" ") else label  # sub-rows ("  driver CPU") name their parent
         name = f"{parent}: {label.strip()}" if label.startswith(" ") else label
         if f["verdict"] == stats.LOST:
-            lost.append(name + (" [floor named]" if f.get("floor") else ""))
+            floor = f.get("floor") or {}
+            lost.append(name + (" [floor named]" if "above" in floor else ""))
+            if "above" not in floor:
+                unexplained.append(name)
     if lost:
         lines.append("lost: " + "; ".join(lost))
-    if floors:
-        lines.append(
-            "floors (MiB, fresh interpreter importing the set; median (min..max)): "
-            + ", ".join(f"{name} {_cell(s.as_dict())}" for name, s in floors.items())
-        )
-    elif floor_error:
-        lines.append(f"floors: {floor_error}")
+        lines.append("lost without a measured floor: " + ("; ".join(unexplained) or "none"))
+    lines += _probe_lines(probes)
     lines.append("")
     for g in goal_list:
         verdict = {True: "MET", False: "NOT MET", None: "n/a"}[g["met"]]

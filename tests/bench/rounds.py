@@ -1,6 +1,6 @@
 """The interleaved schedule of a bench run: `repeats` rounds, each running every driver in turn (ours,
-upstream, ours, upstream, ...) so machine noise hits both alike, the RSS floors probed at the start of
-each round; then the cluster filled once for scenario 4 and its rounds in the same order.
+upstream, ours, upstream, ...) so machine noise hits both alike, the RSS and CPU floors probed at the start
+of each round; then the cluster filled once for scenario 4 and its rounds in the same order.
 
 Each round has its own node and namespace names (run id + round number) and its own logs directory.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 from . import drivers, fixtures, report, scenarios
 from .phase import DriverPhase, run_guarded
+from .row_floors import Probes
 from .settings import Settings, Shared
 
 
@@ -89,6 +90,21 @@ async def measure_floors() -> dict[str, Any]:
         return {"error": f"floor not measured: {err!r}"}
 
 
+async def measure_cpu_floors(shared: Shared) -> dict[str, Any]:
+    """CPU floors for the round's calls (bench.cpu_floor.round_floors), or why they were not measured."""
+    try:
+        from . import cpu_floor
+    except ImportError as err:
+        return {"error": f"floor not measured: tests/bench/cpu_floor.py not importable ({err})"}
+    calls = shared.settings.steady_pods
+    try:
+        return dict(
+            await asyncio.to_thread(cpu_floor.round_floors, sys.executable, str(shared.kubeconfig), calls)
+        )
+    except Exception as err:  # a floor is context for the table, never a reason to lose the run
+        return {"error": f"floor not measured: {err!r}"}
+
+
 async def run_rounds(
     shared: Shared, specs: dict[str, drivers.DriverSpec], order: list[str], args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -96,14 +112,17 @@ async def run_rounds(
     the start of each round; then scenario 4's rounds after filling the cluster once."""
     settings, repeats = shared.settings, args.repeats
     rounds: list[dict[str, Any]] = [
-        {"round": i + 1, "order": order, "drivers": {}, "floors": None} for i in range(repeats)
+        {"round": i + 1, "order": order, "drivers": {}, "floors": None, "cpu_floors": None}
+        for i in range(repeats)
     ]
     for i, rnd in enumerate(rounds):
         started = time.monotonic()
         rs = round_shared(shared, i, repeats)
         if args.floors:
             rnd["floors"] = await measure_floors()
-            rs.progress(f"floors: {rnd['floors']}")
+            rs.progress(f"RSS floors: {rnd['floors']}")
+            rnd["cpu_floors"] = await measure_cpu_floors(rs)
+            rs.progress(f"CPU floors: {rnd['cpu_floors']}")
         for name in order:
             rs.progress(f"== {name}: scenarios 1, 2, 3{', 5' if settings.large else ''}")
             rnd["drivers"][name] = {"base": await run_phase(rs, specs[name], "base", settings)}
@@ -127,19 +146,39 @@ async def run_rounds(
     return rounds, elsewhere
 
 
-def floors_doc(rounds: list[dict[str, Any]], measured: bool) -> dict[str, Any]:
-    runs = [r["floors"] for r in rounds if isinstance(r.get("floors"), dict)]
+def _summary(runs: list[dict[str, Any]], what: str) -> tuple[dict[str, Any], str | None]:
     summary = report.floor_spreads(runs)
     errors = sorted({str(r["error"]) for r in runs if r.get("error")})
-    error = None if summary else (errors[0] if errors else "floor not measured (--no-floors or --smoke)")
+    error = None if summary else (errors[0] if errors else f"{what} not measured (--no-floors or --smoke)")
+    return {k: v.as_dict() for k, v in summary.items()}, error
+
+
+def floors_doc(rounds: list[dict[str, Any]], measured: bool) -> dict[str, Any]:
+    """The run's floors: RSS per import set (top level) and CPU (`cpu`), every round and the summary."""
+    runs = [r["floors"] for r in rounds if isinstance(r.get("floors"), dict)]
+    cpu_runs = [r["cpu_floors"] for r in rounds if isinstance(r.get("cpu_floors"), dict)]
+    summary, error = _summary(runs, "floor")
+    cpu_summary, cpu_error = _summary(cpu_runs, "floor")
     return {
         "python": sys.executable,
         "measured": measured,
         "imports": _floor_imports(),
         "runs": runs,
-        "summary": {k: v.as_dict() for k, v in summary.items()},
+        "summary": summary,
         "error": error,
+        "cpu": {"runs": cpu_runs, "summary": cpu_summary, "error": cpu_error},
     }
+
+
+def probes(doc: dict[str, Any]) -> Probes:
+    """The floors of `floors_doc` as the table reads them."""
+    cpu = doc.get("cpu") or {}
+    return Probes(
+        rss=report.floor_spreads(doc.get("runs") or []),
+        cpu=report.floor_spreads(cpu.get("runs") or []),
+        rss_error=doc.get("error"),
+        cpu_error=cpu.get("error"),
+    )
 
 
 def _floor_imports() -> dict[str, list[str]] | None:

@@ -32,7 +32,7 @@ from versions_env import versions as read_versions
 
 from . import chart, drivers, fixtures, report, stats
 from .audit import AuditLog
-from .rounds import floors_doc, run_rounds
+from .rounds import floors_doc, probes, run_rounds
 from .settings import Settings, Shared
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,10 +185,12 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
         doc["elsewhere"] = {k: v for k, v in elsewhere.items() if k not in ("nodes", "namespaces")}
     doc["runs"] = rounds
     doc["floors"] = floors_doc(rounds, args.floors)
-    floor_spreads = report.floor_spreads(doc["floors"]["runs"])
+    measured = probes(doc["floors"])
     per_run = [r["drivers"] for r in rounds]
-    rows = report.figure_rows(settings.publish_sizes, settings.large, bool(elsewhere))
-    doc["figures"] = report.figures(per_run, rows, floor_spreads, doc["floors"]["error"])
+    rows = report.figure_rows(
+        settings.publish_sizes, settings.large, bool(elsewhere), settings.namespaces_per_driver
+    )
+    doc["figures"] = report.figures(per_run, rows, measured)
     doc["median"] = {name: stats.median_view([r.get(name) for r in per_run]) for name in order}
     doc["goals"] = report.goals(doc["median"], settings.steady_pods, bool(elsewhere), doc["figures"])
     doc["duration_s"] = round(time.monotonic() - started, 1)
@@ -205,7 +207,7 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
         if src.exists():
             shutil.copyfile(src, out_dir / f"latest-{settings.mode}{src.suffix}")
     print()
-    print(report.table(doc["figures"], doc["goals"], args.repeats, floor_spreads, doc["floors"]["error"]))
+    print(report.table(doc["figures"], doc["goals"], args.repeats, measured))
     print()
     print(f"JSON: {json_path}")
     print(f"PNG:  {doc['artifacts']['png'] or doc['artifacts'].get('png_skipped')}")

@@ -116,17 +116,17 @@ def ratio(ours: Any, upstream: Any) -> float | None:
     return round(a / b, 3)
 
 
-def above_floor(ours: Spread | None, floor: Spread | None, upstream: Spread | None) -> dict[str, Any]:
-    """How far our median sits above the floor's median: MiB above (ours - floor) and times (ours / floor);
-    `floor_above_upstream` says the floor alone is heavier than upstream's median (no Python driver
-    on this runtime can win that row)."""
-    if ours is None or floor is None:
-        return {}
+def above_floor(ours: Spread | None, floor: float, upstream: Spread | None) -> dict[str, Any]:
+    """How far our median sits above the floor: `above` (ours - floor, in the row's unit) and `times`
+    (ours / floor); `floor_above_upstream` says the floor alone is heavier than upstream's median (no
+    Python driver on this runtime can win that row)."""
+    if ours is None:
+        return {"value": _round(floor)}
     return {
-        "floor_mib": _round(floor.median),
-        "above": _round(ours.median - floor.median),
-        "times": ratio(ours.median, floor.median),
-        "floor_above_upstream": None if upstream is None else floor.median >= upstream.median,
+        "value": _round(floor),
+        "above": _round(ours.median - floor),
+        "times": ratio(ours.median, floor),
+        "floor_above_upstream": None if upstream is None else floor >= upstream.median,
     }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from bench import chart, report
+from bench.row_floors import Probes
 
 
 def one_driver(scale: float) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def test_chart_writes_a_png_with_spreads_and_floors(tmp_path: Path) -> None:
         "repeats": 3,
         "mode": "full",
         "config": {"publish_sizes": [2]},
-        "figures": report.figures([r["drivers"] for r in runs], rows, floors),
+        "figures": report.figures([r["drivers"] for r in runs], rows, Probes(floors, {})),
         "floors": {"summary": {k: v.as_dict() for k, v in floors.items()}},
     }
     pooled = chart.pooled_latencies(

@@ -16,6 +16,11 @@ def test_floors_are_measured_for_both_modes() -> None:
     assert all(0 <= seconds < 30 for seconds in floors.values())
 
 
+def test_the_probe_reports_the_calls_wall_time_too() -> None:
+    cpu, wall = cpu_floor.grpc_seconds(sys.executable, "server", calls=20)
+    assert 0 <= cpu < 30 and 0 < wall < 30
+
+
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="expected one of"):
         cpu_floor.grpc_cpu_seconds(sys.executable, "client")

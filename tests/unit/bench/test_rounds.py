@@ -45,7 +45,13 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
         return 0.0
 
     monkeypatch.setattr(rounds, "run_phase", phase)
+
+    async def cpu_floors(sh: Shared) -> dict[str, Any]:
+        calls.append(("cpu_floors",))
+        return {"calls": float(sh.settings.steady_pods), "server_cpu_s": 0.05}
+
     monkeypatch.setattr(rounds, "measure_floors", floors)
+    monkeypatch.setattr(rounds, "measure_cpu_floors", cpu_floors)
     monkeypatch.setattr(rounds, "populate_elsewhere", populate)
     monkeypatch.setattr(fixtures, "delete_namespaces", delete)
     monkeypatch.setattr(fixtures, "delete_nodes", delete)
@@ -72,8 +78,8 @@ async def test_full_run_interleaves_drivers_round_by_round(
         == [("ours", "base"), ("upstream", "base")] * 3 + [("ours", "scale"), ("upstream", "scale")] * 3
     )
     kinds = [c[0] for c in recorded]
-    assert kinds.index("populate") == 9  # 3 x (floors, ours, upstream), then the cluster filled once
-    assert kinds.count("floors") == 3 and kinds.count("populate") == 1
+    assert kinds.index("populate") == 12  # 3 x (floors, cpu_floors, ours, upstream), then the cluster once
+    assert kinds.count("floors") == kinds.count("cpu_floors") == 3 and kinds.count("populate") == 1
     # each round its own names and logs; base and scale of one round share them
     ids = [(c[3], c[4]) for c in recorded if c[0] == "phase"]
     assert ids[:2] == [("abc1231", "round1")] * 2 and ids[4] == ("abc1233", "round3")
@@ -84,6 +90,7 @@ async def test_full_run_interleaves_drivers_round_by_round(
         "scale": {"who": "upstream", "phase": "scale", "run_id": "abc1232"},
     }
     assert all("grpcio+protobuf" in r["floors"] for r in out)
+    assert all(r["cpu_floors"]["calls"] == 110 for r in out)
     assert elsewhere is not None and elsewhere["pods"] == 1100
     assert any(line.startswith("r2/3 ") for line in lines)
 
@@ -95,7 +102,7 @@ async def test_smoke_defaults_to_one_round_without_floors(
     assert args.repeats == 1 and args.floors is False
     out, elsewhere = await rounds.run_rounds(shared(Settings.smoke(), tmp_path, []), SPECS, ["ours"], args)
     assert [c[:3] for c in recorded] == [("phase", "ours", "base")]
-    assert len(out) == 1 and out[0]["floors"] is None and elsewhere is None
+    assert len(out) == 1 and out[0]["floors"] is None and out[0]["cpu_floors"] is None and elsewhere is None
 
 
 def test_repeats_default_and_bounds() -> None:
@@ -109,5 +116,15 @@ def test_repeats_default_and_bounds() -> None:
 def test_floors_doc_reports_why_floors_are_missing() -> None:
     doc = rounds.floors_doc([{"floors": {"error": "floor not measured: boom"}}, {"floors": None}], True)
     assert doc["summary"] == {} and doc["error"] == "floor not measured: boom"
-    doc = rounds.floors_doc([{"floors": {"a": 1.0}}, {"floors": {"a": 3.0}}], True)
+    assert doc["cpu"]["error"] == "floor not measured (--no-floors or --smoke)"
+    doc = rounds.floors_doc(
+        [
+            {"floors": {"a": 1.0}, "cpu_floors": {"server_cpu_s": 0.1}},
+            {"floors": {"a": 3.0}, "cpu_floors": None},
+        ],
+        True,
+    )
     assert doc["summary"]["a"]["median"] == 2.0 and doc["error"] is None
+    probes = rounds.probes(doc)
+    assert probes.rss["a"].runs == (1.0, 3.0) and probes.cpu["server_cpu_s"].runs == (0.1,)
+    assert probes.cpu_error is None

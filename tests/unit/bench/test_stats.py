@@ -84,10 +84,10 @@ def test_ratio() -> None:
 
 
 def test_above_floor_says_how_far_and_whether_the_floor_alone_loses() -> None:
-    out = stats.above_floor(s(55, 56, 57), s(32, 33, 33), s(37, 38, 40))
-    assert out == {"floor_mib": 33.0, "above": 23.0, "times": 1.697, "floor_above_upstream": False}
-    assert stats.above_floor(s(55), s(40, 41, 41), s(38))["floor_above_upstream"] is True
-    assert stats.above_floor(s(55), None, s(38)) == {}
+    out = stats.above_floor(s(55, 56, 57), 33.0, s(37, 38, 40))
+    assert out == {"value": 33.0, "above": 23.0, "times": 1.697, "floor_above_upstream": False}
+    assert stats.above_floor(s(55), 41.0, s(38))["floor_above_upstream"] is True
+    assert stats.above_floor(None, 41.0, s(38)) == {"value": 41.0}
 
 
 def test_median_view_takes_the_median_of_every_numeric_leaf() -> None:
