@@ -154,16 +154,6 @@ async def delete_namespaces(api: KubeClient, names: Iterable[str], wait: float =
     return loop.time() - started
 
 
-async def leftovers(api: KubeClient) -> tuple[list[str], list[str]]:
-    """Namespaces and nodes of earlier (interrupted) benchmark runs."""
-    ns = await api.list(NAMESPACE, labels={MANAGED_BY: BENCH})
-    nodes = await api.list(NODE, labels={MANAGED_BY: BENCH})
-    return (
-        [o["metadata"]["name"] for o in ns.get("items") or []],
-        [o["metadata"]["name"] for o in nodes.get("items") or []],
-    )
-
-
 async def delete_nodes(api: KubeClient, names: Iterable[str]) -> None:
     for name in names:
         with contextlib.suppress(ApiError):

@@ -30,7 +30,7 @@ from typing import Any
 from sscsi_kube import KubeClient
 from versions_env import versions as read_versions
 
-from . import chart, drivers, fixtures, report, stats
+from . import chart, drivers, leftovers, report, stats
 from .audit import AuditLog
 from .rounds import floors_doc, probes, run_rounds
 from .settings import Settings, Shared
@@ -172,13 +172,12 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
         },
     }
     try:
-        old_ns, old_nodes = await fixtures.leftovers(api)
-        if old_ns or old_nodes:
-            progress(f"removing {len(old_ns)} namespaces / {len(old_nodes)} nodes of earlier runs")
-            await fixtures.delete_namespaces(api, old_ns, wait=120.0 if settings.mode == "full" else 0.0)
-            await fixtures.delete_nodes(api, old_nodes)
+        await leftovers.before_run(
+            api, args.leftovers_minutes, 120.0 if settings.mode == "full" else 0.0, progress
+        )
         rounds, elsewhere = await run_rounds(shared, specs, order, args)
     finally:
+        await leftovers.after_run(api, run_id, progress)
         await api.close()
         shutil.rmtree(workroot, ignore_errors=True)
     if elsewhere:
@@ -238,6 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-floors", dest="floors", action="store_false", default=None, help="skip the RSS floor probes"
     )
+    leftovers.add_age_option(p)
     p.add_argument(
         "--py-spy",
         metavar="DIR",

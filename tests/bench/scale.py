@@ -29,7 +29,7 @@ from typing import Any
 from sscsi_kube import KubeClient
 from versions_env import versions as read_versions
 
-from . import drivers, fixtures, scale_report
+from . import drivers, leftovers, scale_report
 from .audit import AuditLog
 from .run import REPO, apply_crds, cluster_dir, ensure_cluster, environment
 from .scale_cluster import ClusterSettings, ProviderPool, run_cluster
@@ -140,11 +140,7 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
     }
     pool = ProviderPool(workroot / "cluster-providers", logs_dir)
     try:
-        old_ns, old_nodes = await fixtures.leftovers(api)
-        if old_ns or old_nodes:
-            progress(f"removing {len(old_ns)} namespaces / {len(old_nodes)} nodes of earlier runs")
-            await fixtures.delete_namespaces(api, old_ns, wait=120.0 if full else 0.0)
-            await fixtures.delete_nodes(api, old_nodes)
+        await leftovers.before_run(api, args.leftovers_minutes, 120.0 if full else 0.0, progress)
         if "node" in parts:
             doc["node"] = {}
             for name in order:
@@ -171,6 +167,7 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
                 doc["soak"] = dict(zip(order, results, strict=True))
     finally:
         pool.stop()
+        await leftovers.after_run(api, run_id, progress)
         await api.close()
         shutil.rmtree(workroot, ignore_errors=True)
 
@@ -214,6 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--kubeconfig", default=None, help="use this cluster instead of hack/cluster-up.sh's")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    leftovers.add_age_option(p)
     args = p.parse_args(argv)
     unknown = {x.strip() for x in args.only.split(",")} - set(PARTS) - {""}
     if unknown:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.lock import bench_lock
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def _check_soak(name: str, r: dict[str, Any]) -> None:
     assert a["fds"]["baseline"] > 0 and r["driver_alive"]
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(420 + 900)  # + the longest wait for the bench lock
 def test_bench_scale_smoke_reports_every_part(cluster: Any, crds: None, tmp_path: Path) -> None:
     env = dict(
         os.environ,
@@ -77,9 +78,10 @@ def test_bench_scale_smoke_reports_every_part(cluster: Any, crds: None, tmp_path
         SSCSI_CLUSTER_DIR=str(cluster.cluster_dir),  # where the audit log and the apiserver's pid are
     )
     argv = ["-m", "bench.scale", "--smoke", "--out", str(tmp_path), "--kubeconfig", str(cluster.kubeconfig)]
-    out = subprocess.run(
-        [sys.executable, *argv], cwd=TESTS_DIR, env=env, capture_output=True, text=True, timeout=400
-    )
+    with bench_lock():  # a developer's bench on this machine must not run at the same time
+        out = subprocess.run(
+            [sys.executable, *argv], cwd=TESTS_DIR, env=env, capture_output=True, text=True, timeout=400
+        )
     assert out.returncode == 0, f"stdout:\n{out.stdout[-4000:]}\nstderr:\n{out.stderr[-4000:]}"
     doc = json.loads((tmp_path / "latest-scale-smoke.json").read_text())
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.fixtures import BENCH, MANAGED_BY, RUN_LABEL
+from bench.lock import bench_lock
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
@@ -54,7 +56,15 @@ def _check_driver(name: str, base: dict[str, Any]) -> None:
     assert base["driver_alive"]
 
 
-@pytest.mark.timeout(240)
+def _live(cluster: Any, kind: str, selector: str) -> list[str]:
+    """Names of the objects of `kind` matching `selector` that are not being deleted."""
+    got = cluster.kubectl("get", kind, "-l", selector, "-o", "json", timeout=30)
+    assert got.returncode == 0, got.stderr
+    items = json.loads(got.stdout)["items"]
+    return [o["metadata"]["name"] for o in items if not o["metadata"].get("deletionTimestamp")]
+
+
+@pytest.mark.timeout(240 + 900)  # + the longest wait for the bench lock
 def test_bench_smoke_reports_every_figure(cluster: Any, crds: None, tmp_path: Path) -> None:
     env = dict(
         os.environ,
@@ -64,16 +74,28 @@ def test_bench_smoke_reports_every_figure(cluster: Any, crds: None, tmp_path: Pa
         SSCSI_CLUSTER_DIR=str(cluster.cluster_dir),  # where the audit log is
     )
     argv = ["-m", "bench", "--smoke", "--out", str(tmp_path), "--kubeconfig", str(cluster.kubeconfig)]
-    out = subprocess.run(
-        [sys.executable, *argv],
-        cwd=TESTS_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert out.returncode == 0, f"stdout:\n{out.stdout[-4000:]}\nstderr:\n{out.stderr[-4000:]}"
+    # another run's namespace (same labels, other run id): a run deletes only its own objects
+    decoy = f"b-other-run-{os.getpid()}"
+    assert cluster.kubectl("create", "namespace", decoy).returncode == 0
+    try:
+        labels = (f"{MANAGED_BY}={BENCH}", f"{RUN_LABEL}=other")
+        assert cluster.kubectl("label", "namespace", decoy, *labels).returncode == 0
+        with bench_lock():  # a developer's bench on this machine must not run at the same time
+            out = subprocess.run(
+                [sys.executable, *argv],
+                cwd=TESTS_DIR,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+        assert out.returncode == 0, f"stdout:\n{out.stdout[-4000:]}\nstderr:\n{out.stderr[-4000:]}"
+        assert _live(cluster, "namespaces", f"{RUN_LABEL}=other") == [decoy]
+    finally:
+        cluster.kubectl("delete", "namespace", decoy, "--wait=false")
     doc = json.loads((tmp_path / "latest-smoke.json").read_text())
+    for kind in ("namespaces", "nodes"):  # the run's own are gone or terminating
+        assert _live(cluster, kind, f"{RUN_LABEL}={doc['run_id']}") == [], kind
 
     assert doc["schema"] == 2 and doc["mode"] == "smoke" and doc["repeats"] == 1
     for key in ("cpus", "python", "kubernetes", "ours_version", "upstream_module"):
