@@ -73,7 +73,8 @@ def value(
     """(name, unit, floor value or None, why it is missing) of `floor`; `ours_runs`: our driver's results
     per run (request counts of GrpcFloor rows are the median over them)."""
     if isinstance(floor, RequestFloor):
-        name = f"{floor.volumes} SPCPS + {floor.namespaces} watches (node-scoped)"
+        watches = f"{floor.namespaces} watch" + ("" if floor.namespaces == 1 else "es")
+        name = f"{floor.volumes} SPCPS + {watches} (node-scoped)"
         return name, "requests", float(floor.volumes + floor.namespaces), ""
     if isinstance(floor, RssFloor):
         spread = probes.rss.get(floor.probe)
