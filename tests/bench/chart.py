@@ -1,5 +1,6 @@
 """The bench's PNG: latency distributions (every run pooled), RSS and republish passes as the median
-with a bar from the fastest to the slowest run, and the RSS floors as dashed lines."""
+with a bar from the fastest to the slowest run, the RSS floors as dashed lines, and the driver CPU of the
+burst and of each pass with its floor (row_floors.py) as a black tick over the group."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def chart(doc: dict[str, Any], path: Path) -> str | None:
     names = [d for d in (OURS, UPSTREAM) if any(dig(r, d, "base") for r in runs)]
     sizes = doc["config"]["publish_sizes"]
     top = max(sizes)
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    fig, axes = plt.subplots(1, 4, figsize=(23, 5.5))
 
     # 1. publish latency distributions, every run's samples together
     ax = axes[0]
@@ -73,14 +74,16 @@ def chart(doc: dict[str, Any], path: Path) -> str | None:
 
     width = 0.8 / max(1, len(names))
 
-    def bars(ax: Any, keys: list[tuple[str, str]], labels: list[str] | None = None) -> None:
+    def bars(
+        ax: Any, keys: list[tuple[str, str]], labels: list[str] | None = None, fmt: str = "%.0f"
+    ) -> None:
         for j, d in enumerate(names):
             vals = [_median_and_error(dig(figs, k, d)) for k, _ in keys]
             xs = [i + j * width for i in range(len(keys))]
             err = [[v[1] for v in vals], [v[2] for v in vals]]
             drawn = ax.bar(xs, [v[0] for v in vals], width, yerr=err, capsize=3, label=d, color=COLORS[d])
             if labels is None:
-                ax.bar_label(drawn, fmt="%.0f", fontsize=7)
+                ax.bar_label(drawn, fmt=fmt, fontsize=7)
             else:
                 ax.bar_label(drawn, labels=[_requests(figs, d, k) for k in labels], fontsize=7)
         ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(keys))], [k[1] for k in keys])
@@ -113,6 +116,20 @@ def chart(doc: dict[str, Any], path: Path) -> str | None:
     ax.set_ylabel(f"pass over {top} volumes (s)")
     ax.set_title("Republish passes (median, min..max; labels: apiserver requests)")
     ax.legend()
+
+    # 4. driver CPU of the burst and of each pass; the row's floor as a tick over its group
+    ax = axes[3]
+    cpu = [(f"publish_{top}_cpu_s", f"burst\nN={top}")] + [(f"{k}_pass_cpu_s", k) for k in kinds]
+    cpu = [k for k in cpu if k[0] in figs]
+    bars(ax, cpu, fmt="%.2f")
+    for i, (key, _) in enumerate(cpu):
+        floor = dig(figs, key, "floor", "value")
+        if floor is not None:
+            ax.hlines(floor, i - width / 2, i + width * (len(names) - 0.5), colors="black", linewidth=2)
+    ax.plot([], [], color="black", linewidth=2, label="floor (grpc.aio + requests)")
+    ax.set_ylabel("driver CPU (s)")
+    ax.set_title("Driver CPU (median, min..max) and its floor")
+    ax.legend(fontsize=8)
 
     env = doc.get("environment", {})
     fig.suptitle(

@@ -197,7 +197,10 @@ async def main_async(args: argparse.Namespace, versions: dict[str, str], kubecon
     base = out_dir / f"bench-{settings.mode}-{stamp}"
     json_path, png_path = base.with_suffix(".json"), base.with_suffix(".png")
     doc["artifacts"] = {"json": str(json_path), "png": str(png_path), "logs": str(logs_dir)}
-    chart_error = None if args.no_chart else chart.chart(doc, png_path)
+    try:
+        chart_error = None if args.no_chart else chart.chart(doc, png_path)
+    except Exception as err:  # the PNG is a view of the JSON: never lose the run's figures to it
+        chart_error = f"chart failed: {err!r}"
     if chart_error or args.no_chart:
         doc["artifacts"]["png"] = None
         doc["artifacts"]["png_skipped"] = chart_error or "--no-chart"
