@@ -231,6 +231,15 @@ def goals(
     a = dig(ours, "base", "steady", "idle", "rss_mean_mib")
     b = dig(up, "base", "steady", "idle", "rss_mean_mib")
     add(f"RSS at {top} volumes <= upstream", a, b, *_judged(figs, "rss_idle_mib", a, b))
+    if figs:
+        lost = [k for k, f in figs.items() if f["verdict"] == stats.LOST]
+        bare = [k for k in lost if "above" not in (figs[k].get("floor") or {})]
+        add(
+            "every row at or below upstream beyond noise, or at a measured floor",
+            {"lost": len(lost), "lost_without_floor": bare},
+            None,
+            not bare,
+        )
     for kind, article in (("unchanged", "an"), ("throttled", "a")):
         a = dig(ours, "base", "rotation", kind, "apiserver", "requests")
         b = dig(up, "base", "rotation", kind, "apiserver", "requests")

@@ -122,6 +122,8 @@ def test_bench_smoke_reports_every_figure(cluster: Any, crds: None, tmp_path: Pa
     assert doc["median"]["ours"]["base"]["publish"]["2"]["p50_ms"] == p50
     assert all(f["verdict"] in ("won", "lost", "noisy", "equal", "1 run", "-") for f in figures.values())
     assert "error" in figures["rss_idle_mib"]["floor"]  # floors are probed in full runs only
+    # the burst's request floor comes from the scenario: 2 SPCPS writes + 1 namespace's watch
+    assert figures["publish_2_requests"]["floor"]["value"] == 3
     if "upstream" in names:
         assert _number(figures["publish_2_p50_ms"]["ratio"])
         assert _number(figures["rss_idle_mib"]["ratio"])
