@@ -366,4 +366,7 @@ main() {
   print_result
 }
 
-main "$@"
+# Sourced (hack/node-component.sh sources this file for start_etcd / start_apiserver): functions only.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

@@ -25,6 +25,20 @@
 # Node files: $SSCSI_NODE_CLUSTER_DIR/node/ (kubelet config, kubeconfig, certs),
 # logs: $SSCSI_NODE_CLUSTER_DIR/logs/{containerd,kubelet}.log, pids: $SSCSI_NODE_CLUSTER_DIR/pids/.
 
+# A node whose control plane was started keeps its ports (its ports.env), whatever the caller's environment
+# says: cluster-up.sh keeps a running cluster as it is, so kubelet's and kube-proxy's kubeconfigs, and
+# restarts (hack/node-component.sh), must name the ports it serves on, not this call's defaults (which
+# may be another cluster's on this machine). hack/cluster-down.sh removes ports.env.
+NODE_PORTS_ENV="${SSCSI_NODE_CLUSTER_DIR:-/tmp/sscsi-node-cluster}/ports.env"
+if [[ -f "$NODE_PORTS_ENV" ]]; then
+  # shellcheck source=/dev/null
+  source "$NODE_PORTS_ENV"
+  SSCSI_NODE_APISERVER_PORT="${RUNNING_APISERVER_PORT:-${SSCSI_NODE_APISERVER_PORT:-}}"
+  SSCSI_NODE_ETCD_PORT="${RUNNING_ETCD_PORT:-${SSCSI_NODE_ETCD_PORT:-}}"
+  SSCSI_NODE_ETCD_PEER_PORT="${RUNNING_ETCD_PEER_PORT:-${SSCSI_NODE_ETCD_PEER_PORT:-}}"
+  SSCSI_NODE_KCM_PORT="${RUNNING_KCM_PORT:-${SSCSI_NODE_KCM_PORT:-}}"
+  SSCSI_NODE_SCHEDULER_PORT="${RUNNING_SCHEDULER_PORT:-${SSCSI_NODE_SCHEDULER_PORT:-}}"
+fi
 export SSCSI_CLUSTER_DIR="${SSCSI_NODE_CLUSTER_DIR:-/tmp/sscsi-node-cluster}"
 export SSCSI_APISERVER_PORT="${SSCSI_NODE_APISERVER_PORT:-16443}"
 export SSCSI_ETCD_PORT="${SSCSI_NODE_ETCD_PORT:-33790}"
@@ -52,6 +66,10 @@ POD_CIDR=10.88.0.0/16
 SERVICE_IP=10.0.0.1
 NODE_IP="${SSCSI_NODE_IP:-10.89.0.1}"
 NODE_LINK=sscsi-node0
+# How the node's control plane serves (hack/cluster-up.sh reads these): beyond loopback, advertising the
+# node IP, the lease reconciler keeping the `kubernetes` Service's endpoint. node-up.sh and
+# node-component.sh (restarts) both start it with them.
+NODE_CLUSTER_ENV=(SSCSI_APISERVER_BIND_ADDRESS=0.0.0.0 "SSCSI_APISERVER_ADVERTISE_ADDRESS=$NODE_IP" SSCSI_ENDPOINT_RECONCILER=lease)
 NAT_CHAIN=SSCSI-NODE
 # containerd's per-registry configuration (hack/registry.sh hosts) and the cluster DNS Service IP.
 CONTAINERD_CERTS_D=/etc/containerd/certs.d

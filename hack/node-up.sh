@@ -370,8 +370,7 @@ main() {
   # The apiserver listens beyond loopback and advertises the node IP: the `kubernetes` Service's
   # endpoint is then an address pods reach (through kube-proxy), with no DNAT of our own.
   ensure_node_ip
-  SSCSI_APISERVER_BIND_ADDRESS=0.0.0.0 SSCSI_APISERVER_ADVERTISE_ADDRESS="$NODE_IP" \
-    SSCSI_ENDPOINT_RECONCILER=lease "$HERE/cluster-up.sh" >/dev/null
+  env "${NODE_CLUSTER_ENV[@]}" "$HERE/cluster-up.sh" >/dev/null
   ensure_hosts_entry
   ensure_service_network
   ensure_node_cert
@@ -384,4 +383,7 @@ main() {
   printf '%s\n' "$KUBECONFIG_FILE"
 }
 
-main "$@"
+# Sourced (hack/node-component.sh sources this file for start_containerd / start_kubelet): functions only.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
