@@ -37,7 +37,7 @@ class KubeCluster:
         try:
             client = KubeClient.from_config(kubeconfig, USER_AGENT, timeout, context)
             return cls(client, default_namespace(kubeconfig, context))
-        except Exception as err:  # lightkube's config errors have no common base
+        except Exception as err:  # ConfigError, an unreadable file, bad YAML or certificates
             raise Unreachable(f"cannot load the Kubernetes configuration: {err}") from None
 
     async def close(self) -> None:

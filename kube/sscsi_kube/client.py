@@ -1,4 +1,4 @@
-"""The one client for the Kubernetes REST API: plain JSON over one connection pool.
+"""The one client for the Kubernetes REST API: plain JSON over one pool of keep-alive connections.
 
 Requests and watches are JSON documents (`Obj`), so any kind (including CRDs such as
 ServiceMonitor) needs no generated model and import cost stays small on every node. Every
@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
-
 from . import config
-from .errors import ApiError, from_response, from_transport
+from .errors import ApiError, from_reply
 from .resources import Obj, Resource
+from .transport import HttpTransport, Reply, Transport
 
 Selector = Mapping[str, str] | str | None
 
@@ -47,10 +46,10 @@ class Listing:
 
 
 class KubeClient:
-    def __init__(self, http: httpx2.AsyncClient, max_in_flight: int = 16) -> None:
-        self._http = http
+    def __init__(self, transport: Transport, max_in_flight: int = 16) -> None:
+        self._transport = transport
         # A burst of kubelet calls (110 pods at node start) must not open a TLS connection per
-        # request: bounded, they reuse the pool's keep-alive connections (httpx keeps 20).
+        # request: bounded, they reuse the pool's keep-alive connections (the transport keeps 20).
         # Watches use `stream` and are not counted.
         self._in_flight = asyncio.Semaphore(max_in_flight)
         # Whether the apiserver streams a watch's initial state (sendInitialEvents, Kubernetes' WatchList,
@@ -61,10 +60,10 @@ class KubeClient:
     def from_config(
         cls, kubeconfig: str | None, user_agent: str, timeout: float = 15.0, context: str | None = None
     ) -> KubeClient:
-        return cls(config.http_client(kubeconfig, user_agent, timeout, context))
+        return cls(HttpTransport(config.endpoint(kubeconfig, context), user_agent, timeout))
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._transport.close()
 
     async def send(
         self,
@@ -76,16 +75,14 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> tuple[int, Obj]:
         """One request; returns (HTTP status, JSON document or {} when empty)."""
-        kwargs: dict[str, Any] = {"params": {k: v for k, v in (params or {}).items() if v is not None}}
-        if body is not None:
-            kwargs["content"] = json.dumps(body)
-            kwargs["headers"] = {"Content-Type": content_type}
-        response = await self._exchange(method, path, **kwargs)
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        content = None if body is None else json.dumps(body).encode()
+        reply = await self._exchange(method, path, query, content, content_type)
         try:
-            document: Obj = response.json() if response.content else {}
+            document: Obj = json.loads(reply.body) if reply.body else {}
         except ValueError as err:
-            raise ApiError(502, "BadGateway", f"apiserver sent no JSON: {response.text[:200]!r}") from err
-        return response.status_code, document
+            raise ApiError(502, "BadGateway", f"apiserver sent no JSON: {reply.body[:200]!r}") from err
+        return reply.status, document
 
     async def request(
         self,
@@ -100,18 +97,17 @@ class KubeClient:
 
     async def get_text(self, path: str) -> str:
         """A GET whose answer is text, not JSON: e.g. a pod's /metrics through `pods/proxy` (the CLI)."""
-        return (await self._exchange("GET", path)).text
+        return (await self._exchange("GET", path, {}, None, None)).body.decode("utf-8", "replace")
 
-    async def _exchange(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+    async def _exchange(
+        self, method: str, path: str, query: Mapping[str, Any], body: bytes | None, content_type: str | None
+    ) -> Reply:
         """One HTTP exchange inside the in-flight bound; transport failures and 4xx/5xx become ApiError."""
-        try:
-            async with self._in_flight:
-                response = await self._http.request(method, path, **kwargs)
-        except httpx2.HTTPError as err:
-            raise from_transport(err) from err
-        if response.status_code >= 400:
-            raise from_response(response)
-        return response
+        async with self._in_flight:
+            reply = await self._transport.request(method, path, query, body, content_type)
+        if reply.status >= 400:
+            raise from_reply(reply.status, reply.reason, reply.body)
+        return reply
 
     # ---- reads ----
 
@@ -196,26 +192,23 @@ class KubeClient:
         if send_initial_events:
             params |= {"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"}
         query = {k: v for k, v in params.items() if v is not None}
-        timeout = httpx2.Timeout(15.0, read=timeout_seconds + 30.0)
-        stream = self._http.stream("GET", res.path(namespace), params=query, timeout=timeout)
+        stream = await self._transport.stream(res.path(namespace), query, read_timeout=timeout_seconds + 30.0)
         try:
-            async with stream as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise from_response(response)
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    kind = str(event.get("type", ""))
-                    obj = event.get("object") or {}
-                    if kind == "ERROR":
-                        raise ApiError(
-                            int(obj.get("code", 500)), str(obj.get("reason", "")), str(obj.get("message", ""))
-                        )
-                    yield kind, obj
-        except httpx2.HTTPError as err:
-            raise from_transport(err) from err
+            if stream.status >= 400:
+                raise from_reply(stream.status, stream.reason, await stream.read())
+            async for line in stream.lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind = str(event.get("type", ""))
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiError(
+                        int(obj.get("code", 500)), str(obj.get("reason", "")), str(obj.get("message", ""))
+                    )
+                yield kind, obj
+        finally:
+            await stream.aclose()
 
     # ---- writes ----
 

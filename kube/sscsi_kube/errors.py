@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx2
+import json
 
 
 class ApiError(Exception):
@@ -43,15 +43,15 @@ class ApiError(Exception):
         return self.status == 422 and "field is immutable" in self.message
 
 
-def from_response(response: httpx2.Response) -> ApiError:
+def from_reply(status: int, reason_phrase: str, body: bytes) -> ApiError:
     """The error an apiserver answer carries (a Status document, or whatever text came back)."""
     try:
-        doc = response.json()
-        return ApiError(response.status_code, str(doc.get("reason", "")), str(doc.get("message", "")))
-    except ValueError:
-        return ApiError(response.status_code, response.reason_phrase, response.text[:300])
+        doc = json.loads(body)
+        return ApiError(status, str(doc.get("reason", "")), str(doc.get("message", "")))
+    except (ValueError, AttributeError):
+        return ApiError(status, reason_phrase, body[:300].decode("utf-8", "replace"))
 
 
-def from_transport(err: httpx2.HTTPError) -> ApiError:
-    """Connection refused or reset, TLS failure, timeout: the apiserver is unavailable to us."""
+def from_transport(err: BaseException) -> ApiError:
+    """Refused or reset, TLS failure, timeout, a broken answer: the apiserver is unavailable to us."""
     return ApiError(503, "ServiceUnavailable", f"apiserver unreachable: {err!r}")

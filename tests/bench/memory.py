@@ -3,9 +3,9 @@
     PYTHONPATH=tests:hack .venv/bin/python -m bench.memory [--kubeconfig PATH]
 
 1. *imports*: one fresh interpreter imports the driver's dependencies layer by layer (the runtime and
-   TLS, grpcio, protobuf, the HTTP client, lightkube's kubeconfig reader, prometheus-client, our
-   generated protos, sscsi_kube, the driver) and reports VmRSS after each, after a gc pass. A layer's
-   figure is what it adds on top of the layers before it.
+   TLS, grpcio, protobuf, prometheus-client, our generated protos, sscsi_kube with its HTTP/1.1
+   transport and kubeconfig reader, the driver, the YAML parser a kubeconfig file needs) and reports
+   VmRSS after each, after a gc pass. A layer's figure is what it adds on top of the layers before it.
 2. *live*: the driver started as the bench starts it (no volumes), after `--settle` seconds:
    /proc/<pid>/smaps grouped by mapping (malloc heap, anonymous mappings: pymalloc arenas, thread
    stacks and grpc's allocations; each shared library's resident pages) and smaps_rollup's totals.
@@ -32,13 +32,11 @@ IMPORT_LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "protobuf",
         ("google.protobuf.message", "google.protobuf.descriptor_pool", "google.protobuf.wrappers_pb2"),
     ),
-    ("http client (httpx2)", ("httpx2",)),
-    ("lightkube (kubeconfig)", ("lightkube", "lightkube.config.client_adapter")),
     ("prometheus-client", ("prometheus_client", "prometheus_client.exposition")),
     ("sscsi_proto", ("sscsi_proto.csi_pb2_grpc", "sscsi_proto.provider_pb2_grpc")),
-    ("sscsi_kube", ("sscsi_kube",)),
+    ("sscsi_kube (HTTP/1.1 transport, kubeconfig reader)", ("sscsi_kube",)),
     ("sscsi_driver", ("sscsi_driver.main",)),
-    ("http client at first request (httpcore, anyio, h11/h2)", ("httpcore2", "anyio._backends._asyncio")),
+    ("yaml (a kubeconfig file in YAML; none in-cluster)", ("yaml",)),
 ]
 
 _STEPS = """

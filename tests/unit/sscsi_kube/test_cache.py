@@ -6,12 +6,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-import httpx2
 import pytest
 from sscsi_kube import ApiError, Informer, NamespacedCache
 from sscsi_kube.resources import SPC
 
-from unit.sscsi_kube.mock_api import MockApi, status
+from unit.sscsi_kube.mock_api import MockApi, Request, Response, status
 
 
 def _spc(name: str, rv: str) -> dict[str, object]:
@@ -42,7 +41,7 @@ class Script:
         self.lists = 0
         self.gets: list[str] = []
 
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+    def __call__(self, request: Request) -> Response:
         params = request.url.params
         if params.get("watch") != "true":
             name = request.url.path.rsplit("/", 1)[1]
@@ -50,10 +49,10 @@ class Script:
                 self.gets.append(name)
                 found = [o for o in self.listed if o["metadata"]["name"] == name]  # type: ignore[index]
                 if found:
-                    return httpx2.Response(200, json=found[0])
+                    return Response(200, json=found[0])
                 return status(404, "NotFound", f"{name} not found")
             self.lists += 1
-            return httpx2.Response(200, json={"items": self.listed, "metadata": {"resourceVersion": "10"}})
+            return Response(200, json={"items": self.listed, "metadata": {"resourceVersion": "10"}})
         initial: list[dict[str, object]] = []
         if params.get("sendInitialEvents") == "true":
             if not self.watch_list:
@@ -65,10 +64,10 @@ class Script:
         self.watches += 1
         if self.watches == 1:
             lines = [json.dumps(e) for e in initial + self.events]
-            return httpx2.Response(200, content="\n".join(lines).encode())
+            return Response(200, content="\n".join(lines).encode())
         if initial:
-            return httpx2.Response(200, content=_then_quiet(initial))
-        return httpx2.Response(200, content=_quiet())
+            return Response(200, content=_then_quiet(initial))
+        return Response(200, content=_quiet())
 
 
 async def _then_quiet(events: list[dict[str, object]]) -> AsyncIterator[bytes]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import httpx2
 import pytest
 from sscsi_kube import ApiError, discover
 
-from unit.sscsi_kube.mock_api import MockApi, status
+from unit.sscsi_kube.mock_api import MockApi, Request, Response, status
 
 CORE = {
     "resources": [
@@ -47,10 +46,10 @@ DOCS = {
 }
 
 
-def serve(request: httpx2.Request) -> httpx2.Response:
+def serve(request: Request) -> Response:
     if request.url.path == "/apis/packages.operators.coreos.com/v1":
         return status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
-    return httpx2.Response(200, json=DOCS[request.url.path])
+    return Response(200, json=DOCS[request.url.path])
 
 
 async def test_names_resolve_like_kubectl_and_a_down_aggregated_api_is_skipped() -> None:
@@ -105,7 +104,7 @@ async def test_kinds_served_only_in_a_version_that_is_not_preferred_resolve() ->
             "resources": [kind("subscriptions", "subscription", "Subscription")]
         },
     }
-    client = MockApi(lambda request: httpx2.Response(200, json=docs[request.url.path])).client()
+    client = MockApi(lambda request: Response(200, json=docs[request.url.path])).client()
     found = await discover(client)
     assert found.resolve("subscription").version == "v1alpha1"
     assert found.resolve("operatorgroup.operators.coreos.com").version == "v1"

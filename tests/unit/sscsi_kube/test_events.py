@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import httpx2
 from sscsi_kube import WARNING, EventRecorder, event_body, involved_object
 
-from unit.sscsi_kube.mock_api import MockApi
+from unit.sscsi_kube.mock_api import MockApi, Response
 
 
 def test_event_about_a_cluster_scoped_object_is_filed_under_default() -> None:
@@ -52,7 +51,7 @@ class Pod:
 
 
 async def test_recorder_posts_pod_events_without_blocking_and_survives_failures() -> None:
-    replies = iter([httpx2.Response(201, json={}), httpx2.Response(500, json={"reason": "InternalError"})])
+    replies = iter([Response(201, json={}), Response(500, json={"reason": "InternalError"})])
     api = MockApi(lambda request: next(replies))
     recorder = EventRecorder(api.client(), "csi-driver", "node-1")
     recorder.pod_event(Pod("ns", "app", "u"), WARNING, "MountFailed", "no provider")
