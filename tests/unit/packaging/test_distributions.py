@@ -108,16 +108,25 @@ def closure(wheels: dict[str, Wheel], name: str, extras: frozenset[str] = frozen
 
 
 def test_the_closure_follows_our_parts_and_their_third_party_requirements(wheels: dict[str, Wheel]) -> None:
-    """The reading the other tests rely on: operator -> kube -> lightkube, operator -> kopf -> aiohttp."""
+    """The reading the other tests rely on: operator -> kube -> pyyaml, operator -> kopf -> aiohttp."""
     installed = closure(wheels, META, frozenset({"operator"}))
     assert {
         "secrets-store-csi-py-operator",
         "secrets-store-csi-py-kube",
-        "lightkube",
+        "pyyaml",
         "kopf",
         "aiohttp",
     } <= installed
     assert {"grpcio", "protobuf"} <= closure(wheels, META, frozenset({"driver"}))
+
+
+def test_no_part_installs_an_http_or_kubernetes_client_library(wheels: dict[str, Wheel]) -> None:
+    """sscsi_kube speaks HTTP/1.1 itself (README "Choices worth knowing": CPU per request and RSS)."""
+    for extra in ("driver", "cli"):
+        installed = closure(wheels, META, frozenset({extra}))
+        assert installed.isdisjoint({"lightkube", "httpx", "httpx2", "httpcore2", "anyio", "kubernetes"}), (
+            extra
+        )
 
 
 @pytest.mark.parametrize(
@@ -136,7 +145,7 @@ def test_the_closure_follows_our_parts_and_their_third_party_requirements(wheels
         ),
         (
             "provider",
-            OPERATOR_ONLY | {"lightkube", "secrets-store-csi-py-kube", "secrets-store-csi-py-driver"},
+            OPERATOR_ONLY | {"secrets-store-csi-py-kube", "secrets-store-csi-py-driver"},
         ),
         (
             "operator",
