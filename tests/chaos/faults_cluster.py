@@ -18,7 +18,7 @@ from node.nodekit import KubectlError
 
 from .faults import ChaosNode, FaultError
 
-INJECT_SECONDS = 15.0
+INJECT_SECONDS = 45.0  # an apiserver or etcd restart under way is waited out
 HEAL_SECONDS = 120.0
 KIND = "clustercsidriver"
 

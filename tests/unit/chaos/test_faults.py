@@ -1,0 +1,185 @@
+"""chaos.faults*: containers found from task bundles, the provider's shared fault slot, the memory
+limit saved and restored, the disk filled and freed (on the node: tests/node/test_node_chaos_faults)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chaos import faults, faults_provider, faults_resources
+from chaos.faults import KINDS, ChaosNode, FaultError, node_faults
+from chaos.faults_host import Container, alive, cgroup_dir, running_containers
+from chaos.faults_resources import DiskFull, DriverMemoryPressure, memory_limit_file
+from node.nodekit import Kube
+
+
+def ctx(**changes: object) -> ChaosNode:
+    return ChaosNode(Kube(Path("/dev/null")), **changes)  # type: ignore[arg-type]
+
+
+def bundle(tasks: Path, cid: str, pid: int, pod: str, name: str | None, kind: str = "container") -> None:
+    d = tasks / cid
+    d.mkdir(parents=True)
+    annotations = {
+        "io.kubernetes.cri.container-type": kind,
+        "io.kubernetes.cri.sandbox-namespace": "kube-system",
+        "io.kubernetes.cri.sandbox-name": pod,
+    }
+    if name:
+        annotations["io.kubernetes.cri.container-name"] = name
+    (d / "config.json").write_text(json.dumps({"annotations": annotations}))
+    (d / "init.pid").write_text(f"{pid}\n")
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_running_containers_from_task_bundles(tmp_path: Path) -> None:
+    me = os.getpid()
+    bundle(tmp_path, "a1", me, "csi-secrets-store-e2e-provider-x1", "provider")
+    bundle(tmp_path, "b2", dead_pid(), "csi-secrets-store-e2e-provider-x1", "provider")  # exited
+    bundle(tmp_path, "c3", me, "csi-secrets-store-e2e-provider-x1", None, kind="sandbox")
+    bundle(tmp_path, "d4", me, "csi-secrets-store-upstream-e2e-provider-y2", "provider")
+    (tmp_path / "e5").mkdir()  # a task being created: no files yet
+    found = running_containers("kube-system", "csi-secrets-store-e2e-provider-", "provider", tmp_path)
+    assert found == [Container("a1", me, "kube-system", "csi-secrets-store-e2e-provider-x1", "provider")]
+    assert running_containers("kube-system", "x-", "provider", tmp_path / "missing") == []
+    assert alive(me) and not alive(dead_pid())
+
+
+def test_cgroup_dir_of_this_process_exists() -> None:
+    found = cgroup_dir(os.getpid(), "memory")
+    assert found is None or found.is_dir()
+
+
+def test_node_faults_lists_every_kind_once() -> None:
+    listed = node_faults(ctx())
+    assert tuple(f.kind for f in listed) == KINDS
+    assert all(f.max_seconds > 0 for f in listed)
+
+
+class FakeProvider:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.running = True
+
+    def containers(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        me = Container("p1", os.getpid(), "kube-system", "csi-secrets-store-e2e-provider-x1", "provider")
+        monkeypatch.setattr(faults, "running_containers", lambda *a, **k: [me] if self.running else [])
+
+        def get(pid: int, url: str, timeout: float = 5.0) -> str:
+            self.asked.append(url.rsplit("mode=", 1)[1])
+            return f"fault set to {url.rsplit('mode=', 1)[1].split('&')[0]}\n"
+
+        monkeypatch.setattr(faults_provider, "netns_get", get)
+
+
+def test_provider_modes_share_one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = FakeProvider()
+    provider.containers(monkeypatch)
+    by_kind = {f.kind: f for f in node_faults(ctx())}
+    hang, slow, garbage = by_kind["provider-hang"], by_kind["provider-slow"], by_kind["provider-garbage"]
+    hang.inject()
+    slow.inject()
+    garbage.inject()
+    garbage.heal()  # the newest still active comes back
+    hang.heal()
+    hang.heal()
+    slow.heal()
+    assert provider.asked == [
+        "hang",
+        "slow&seconds=4",
+        "garbage",
+        "slow&seconds=4",
+        "slow&seconds=4",
+        "slow&seconds=4",
+        "none",
+    ]
+    provider.running = False
+    asked = len(provider.asked)
+    slow.heal()  # no provider container: the next one starts without a fault; nothing to ask
+    assert len(provider.asked) == asked
+
+
+def test_provider_answer_not_matching_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeProvider().containers(monkeypatch)
+    monkeypatch.setattr(faults_provider, "netns_get", lambda pid, url, timeout=5.0: "unknown fault mode\n")
+    with pytest.raises(FaultError, match="unknown fault mode"):
+        {f.kind: f for f in node_faults(ctx())}["provider-garbage"].inject()
+
+
+@pytest.mark.parametrize(
+    ("limit", "usage", "original"),
+    [
+        ("memory.high", "memory.current", "max"),
+        ("memory.limit_in_bytes", "memory.usage_in_bytes", "9223372036854771712"),
+    ],
+)
+def test_memory_limit_saved_and_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, usage: str, original: str
+) -> None:
+    (tmp_path / limit).write_text(f"{original}\n")
+    (tmp_path / usage).write_text("70000000\n")
+    assert memory_limit_file(tmp_path) == (tmp_path / limit, tmp_path / usage)
+    me = Container(
+        "d1", os.getpid(), "secrets-store-csi-driver", "secrets-store-csi-driver-node-x", "csi-driver"
+    )
+    monkeypatch.setattr(faults, "running_containers", lambda *a, **k: [me])
+    monkeypatch.setattr(faults_resources, "cgroup_dir", lambda pid, controller: tmp_path)
+    fault = DriverMemoryPressure(ctx())
+    assert fault.probe() is None
+    fault.inject()
+    assert (tmp_path / limit).read_text() == f"{70000000 + faults_resources.HEADROOM_BYTES}\n"
+    fault.heal()
+    fault.heal()
+    assert (tmp_path / limit).read_text() == f"{original}\n"
+    fault.inject()
+    (tmp_path / limit).unlink()  # the container was replaced meanwhile
+    fault.heal()
+
+
+def test_memory_pressure_probe_names_missing_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    me = Container(
+        "d1", os.getpid(), "secrets-store-csi-driver", "secrets-store-csi-driver-node-x", "csi-driver"
+    )
+    monkeypatch.setattr(faults, "running_containers", lambda *a, **k: [me])
+    monkeypatch.setattr(faults_resources, "cgroup_dir", lambda pid, controller: tmp_path)
+    assert "memory.high" in (DriverMemoryPressure(ctx()).probe() or "")
+
+
+def test_disk_full_refuses_the_host_root_filesystem() -> None:
+    reason = DiskFull(ctx(kubelet_root=Path("/"))).probe()
+    assert reason is not None and "host's root filesystem" in reason
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(tmp_path)], check=False
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield tmp_path
+    subprocess.run(["umount", str(tmp_path)], check=True)
+
+
+def test_disk_full_fills_and_frees_a_small_filesystem(small_fs: Path) -> None:
+    fault = DiskFull(ctx(kubelet_root=small_fs))
+    assert fault.probe() is None
+    fault.inject()
+    assert os.statvfs(small_fs).f_bavail == 0
+    with pytest.raises(OSError, match="No space"), open(small_fs / "more", "wb", buffering=0) as f:
+        f.write(b"x" * 8192)
+    fault.heal()
+    fault.heal()
+    (small_fs / "more").unlink(missing_ok=True)
+    stat = os.statvfs(small_fs)
+    assert stat.f_bavail == stat.f_blocks
