@@ -62,7 +62,11 @@ launch() {
   keep_log "$1"
   case $1 in
     etcd | kube-apiserver)
-      take_lock
+      # Not cluster-up's lock (take_lock): held through the wait, it would keep etcd from starting while
+      # an apiserver started before it waits for etcd. Starts of one component exclude each other.
+      exec {LOCK_FD}>"$CLUSTER_DIR/$1.start.lock"
+      flock -w 300 "$LOCK_FD"
+      [[ -z "$(pids_of "$1")" ]] || return 0 # started by another call meanwhile
       if [[ $1 == etcd ]]; then start_etcd; else start_apiserver; fi
       ;;
     kubelet) start_kubelet ;;
