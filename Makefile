@@ -15,7 +15,7 @@ PROTOS := $(wildcard proto/sscsi_proto/*.proto)
 
 .PHONY: node-tools images
 .PHONY: live-tools olm-up e2e-olm demo-emulator
-.PHONY: wheels
+.PHONY: wheels chaos
 .PHONY: help setup proto lint typecheck unit e2e test tools olm-tools cluster-up cluster-down demo sanity clean lock bundle bundle-validate bench bench-scale node-up node-down e2e-node
 
 help:
@@ -36,6 +36,7 @@ help:
 	@echo "make e2e-olm      OLM installs, upgrades and uninstalls the operator on the real node (tests/olm)"
 	@echo "make demo-emulator  the driver alone, driven by the kubelet emulator on the local control plane"
 	@echo "make images       buildah-build the node tier's images (hack/images.sh; also import|push|names)"
+	@echo "make chaos        chaos soak on the real node: DURATION=60m SEED=<n> (docs/chaos.md) -> chaos-results/"
 
 # One distribution per layer directory (README "Packaging"); the top-level one is the meta-package.
 PARTS := kube proto driver provider operator cli
@@ -155,6 +156,14 @@ olm-up: node-up olm-tools
 # Take `flock /run/sscsi-node.lock` around it when other work may use the node (docs/real-node.md).
 e2e-olm: $(STAMP) tools node-tools live-tools olm-tools
 	$(PY) -m pytest -q tests/olm
+
+# The chaos soak (docs/chaos.md): seeded overlapping faults under pod churn and rotation, invariants checked
+# all along; exit 1 with the seed on a violation. EVERY_KIND=1: each fault kind once before any repeats.
+DURATION ?= 60m
+SEED ?=
+chaos: $(STAMP) tools node-tools live-tools
+	flock /run/sscsi-node.lock env PYTHONPATH=tests:hack $(PY) -m chaos --duration $(DURATION) \
+	  $(if $(SEED),--seed $(SEED)) $(if $(EVERY_KIND),--every-kind) $(CHAOS_ARGS)
 
 # 3 rounds, drivers interleaved (ours, upstream, ...); more: make bench BENCH_ARGS='--repeats 5'
 bench: $(STAMP)

@@ -75,6 +75,13 @@ def allowance(intervals: Sequence[Interval], now: float, base: float) -> float:
     return allowed
 
 
+def leftover_grace(intervals: Sequence[Interval], since: float, now: float, base: float) -> float:
+    """How long something of a deleted pod may linger when first seen at `since`: LEFTOVER_GRACE_SECONDS
+    plus BACKOFF_FACTOR x the fault time from a base look-back before it appeared until now (kubelet's
+    unmount retries and the garbage collector's requeues back off while the control plane is down)."""
+    return LEFTOVER_GRACE_SECONDS + BACKOFF_FACTOR * covered(intervals, since - base, now)
+
+
 def longest_active(intervals: Sequence[Interval], lo: float, hi: float) -> float:
     """The longest single fault that overlapped [lo, hi] (for the report)."""
     return max((i.length_within(float("-inf"), hi) for i in intervals if i.touches(lo, hi)), default=0.0)

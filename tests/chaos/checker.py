@@ -18,7 +18,7 @@ from typing import Any
 from node.nodekit import Kube
 from sscsi_kube import ApiError
 
-from . import bounds, hostfs, procwatch
+from . import bounds, hostfs, procwatch, stamps
 from .bounds import Interval
 from .history import History
 from .load import STAMP_PERIOD_SECONDS, Registry, TrackedPod
@@ -98,7 +98,7 @@ class Checker:
         pending = self._track(pods)
         problems = self._volumes(pods, self.base + fault_part)
         problems += self._secrets(secrets)
-        lingering = self._leftovers(pods, statuses, secrets, bounds.LEFTOVER_GRACE_SECONDS + fault_part)
+        lingering = self._leftovers(pods, statuses, secrets)
         self._driver()
         self.converged = problems == 0 and pending == 0 and lingering == 0
         self._history.record(
@@ -156,7 +156,10 @@ class Checker:
         except hostfs.VolumeUnreadable as err:
             if tracked.deleted is not None:
                 return 0  # deleted while being read
-            self.tally.bytes_lost += sum(len(o) + 50 for o in spec.objects)
+            ns = self._registry.namespace
+            self.tally.bytes_lost += sum(
+                len(stamps.line(spec.salt, ns, tracked.name, o, 0)) for o in spec.objects
+            )
             self._history.violation(1, "volume unreadable", volume=where, error=str(err))
             return 1
         verdict = judge_volume(
@@ -206,9 +209,9 @@ class Checker:
         pods: list[dict[str, Any]],
         statuses: list[dict[str, Any]],
         secrets: list[dict[str, Any]],
-        grace: float,
     ) -> int:
-        """Invariants 2 (owners) and 3: no tmpfs, SPCPS or synced Secret outliving its pod or owner."""
+        """Invariants 2 (owners) and 3: no tmpfs, SPCPS or synced Secret outliving its pod or owner
+        longer than its grace (bounds.leftover_grace: faults while it lingered stretch it)."""
         live_pods = {p["metadata"]["uid"] for p in pods}
         live_statuses = {s["metadata"]["uid"] for s in statuses}
         alive = live_pods | live_statuses
@@ -229,10 +232,15 @@ class Checker:
                 if ref.get("uid") not in alive:
                     present.append(f"Secret {name} owned by gone {ref.get('kind')} {ref.get('name')}")
         now = self._history.now()
+        intervals = self._intervals()
+
+        def grace(since: float) -> float:
+            return bounds.leftover_grace(intervals, since, now, self.base)
+
         for what, seen in self._lingering.observe(present, now, grace):
             if what not in self._reported:  # each once, when it first passes its grace
                 self._reported.add(what)
-                self._history.violation(3, what, seconds=round(seen, 1), grace=round(grace, 1))
+                self._history.violation(3, what, seconds=round(seen, 1), grace=round(grace(now - seen), 1))
         return len(present)
 
     def _driver(self) -> None:

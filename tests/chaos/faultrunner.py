@@ -64,10 +64,11 @@ class FaultRunner:
         with self._lock:
             self._intervals.append(interval)
             self._held.append(held)
-            self.injected[item.kind] = self.injected.get(item.kind, 0) + 1
         self._history.record("fault-inject", fault=item.kind, hold=item.hold)
         try:
             fault.inject()
+            with self._lock:  # counted once it happened
+                self.injected[item.kind] = self.injected.get(item.kind, 0) + 1
         except Exception as err:  # a fault that could not be produced is evidence, not a crash
             self._history.record("fault-error", fault=item.kind, phase="inject", error=repr(err)[:500])
         self._stopping.wait(item.hold)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from .logscan import LogScan
 from .report import Summary, timeline
 
 RESULTS = REPO / "chaos-results"
+HEALTHY_WITHIN = 120.0  # seconds the warm-up may take beyond its length to see pods Ready
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Outcome:
     summary: Summary
     results: Path
     violations: list[str]
+    usable: list[str]  # the fault kinds this machine could produce (the others were skipped)
 
 
 def probe_faults(faults: list[Fault], history: History) -> dict[str, Fault]:
@@ -68,6 +70,16 @@ def probe_faults(faults: list[Fault], history: History) -> dict[str, Fault]:
 def _phase(history: History, name: str) -> None:
     history.record("phase", phase=name)
     print(f"chaos: [{history.now():6.1f}s] {name}", flush=True)
+
+
+def _wait_ready_pods(registry: Registry, count: int, within: float) -> bool:
+    """At least `count` pods of the run have been Ready (the checker records it), waiting up to `within`."""
+    deadline = time.monotonic() + within
+    while sum(p.ready is not None for p in registry.snapshot()) < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1.0)
+    return True
 
 
 def _wait_converged(checker: Checker, limit: float) -> float | None:
@@ -97,7 +109,7 @@ def run(settings: Settings, kubeconfig: Path, out: Path | None = None) -> Outcom
         settings.mean_gap,
         settings.every_kind,
     )
-    history.record("schedule", seed=settings.seed, planned=[p.__dict__ for p in planned])
+    history.record("schedule", seed=settings.seed, planned=[asdict(p) for p in planned])
     print(
         f"chaos: seed={settings.seed} namespace={namespace} schedule {schedule.kinds_count(planned)}",
         flush=True,
@@ -110,10 +122,16 @@ def run(settings: Settings, kubeconfig: Path, out: Path | None = None) -> Outcom
     checker.start(settings.check_every)
     scan.start(5.0)
     time.sleep(settings.warmup)
+    healthy = _wait_ready_pods(registry, min(3, settings.pool), HEALTHY_WITHIN)
+    if not healthy:  # faults on a node that does not run pods would prove nothing
+        history.violation(
+            6, f"fewer than 3 pods Ready {settings.warmup + HEALTHY_WITHIN:.0f}s into the warm-up"
+        )
+        planned = []
 
     _phase(history, "faults")
     runner.start(planned)
-    time.sleep(settings.duration)
+    time.sleep(settings.duration if planned else 0.0)
     runner.stop()
     churn.stop()
     faults_end = history.now()
@@ -148,7 +166,7 @@ def run(settings: Settings, kubeconfig: Path, out: Path | None = None) -> Outcom
     results.mkdir(parents=True, exist_ok=True)
     detail = summary.as_json() | {
         "namespace": namespace,
-        "settings": {k: v for k, v in settings.__dict__.items()},
+        "settings": asdict(settings),
         "volumes_checked": checker.tally.volumes_checked,
         "check_rounds": checker.tally.rounds,
         "check_rounds_skipped": checker.tally.skipped,
@@ -169,7 +187,7 @@ def run(settings: Settings, kubeconfig: Path, out: Path | None = None) -> Outcom
     if why_not:
         print(f"chaos: no timeline.png: {why_not}")
     violations = [f"[{v.t:.1f}s] invariant {v.detail['invariant']}: {v.detail}" for v in history.violations()]
-    return Outcome(summary, results, violations)
+    return Outcome(summary, results, violations, sorted(faults))
 
 
 def _check_logs(scan: LogScan, registry: Registry, history: History, wall_zero: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import stamps
@@ -116,11 +116,14 @@ class Lingering:
 
     since: dict[str, float] = field(default_factory=dict)
 
-    def observe(self, present: Iterable[str], now: float, grace: float) -> list[tuple[str, float]]:
-        """Record what is there now; (key, seconds seen) for those seen for longer than `grace`."""
+    def observe(
+        self, present: Iterable[str], now: float, grace: Callable[[float], float]
+    ) -> list[tuple[str, float]]:
+        """Record what is there now; (key, seconds seen) for those seen for longer than their grace,
+        `grace(since)` for something first seen at `since`."""
         keys = set(present)
         for gone in set(self.since) - keys:
             del self.since[gone]
         for key in keys:
             self.since.setdefault(key, now)
-        return sorted((k, now - t) for k, t in self.since.items() if now - t > grace)
+        return sorted((k, now - t) for k, t in self.since.items() if now - t > grace(t))

@@ -61,7 +61,12 @@ def test_secret_from_a_pod_that_mounted_it() -> None:
 
 def test_lingering_reports_past_grace_and_forgets_what_went() -> None:
     lingering = Lingering()
-    assert lingering.observe(["a", "b"], 0.0, 10.0) == []
-    assert lingering.observe(["a", "b"], 11.0, 10.0) == [("a", 11.0), ("b", 11.0)]
-    assert lingering.observe(["b"], 12.0, 10.0) == [("b", 12.0)]
-    assert lingering.observe(["a"], 13.0, 10.0) == []  # a came back: counted from now
+
+    def ten(since: float) -> float:
+        return 10.0
+
+    assert lingering.observe(["a", "b"], 0.0, ten) == []
+    assert lingering.observe(["a", "b"], 11.0, ten) == [("a", 11.0), ("b", 11.0)]
+    assert lingering.observe(["b"], 12.0, ten) == [("b", 12.0)]
+    assert lingering.observe(["a"], 13.0, ten) == []  # a came back: counted from now
+    assert lingering.observe(["a"], 30.0, lambda since: 20.0 if since == 13.0 else 0.0) == []
