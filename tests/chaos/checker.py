@@ -25,6 +25,7 @@ from .load import STAMP_PERIOD_SECONDS, Registry, TrackedPod
 from .verdicts import Lingering, judge_secret, judge_volume
 
 MANAGED = "secrets-store.csi.k8s.io/managed=true"
+CLOCK_STEP_SECONDS = 1.0  # a wall-clock jump beyond this (time sync on a VM) is recorded and allowed for
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Checker:
         self.converged = False
         self._lingering = Lingering()
         self._reported: set[str] = set()
+        self._clock_offset = time.time() - time.monotonic()
+        self.clock_steps: list[Interval] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,11 +83,24 @@ class Checker:
             self.round()
             self._stop.wait(max(0.5, every - (time.monotonic() - started)))
 
+    def _all_intervals(self) -> list[Interval]:
+        """The faults, and every step of the wall clock as if it were one (stamps are wall-clock based:
+        a clock stepped forward by n seconds makes every file look n seconds older)."""
+        offset = time.time() - time.monotonic()
+        step = offset - self._clock_offset
+        if abs(step) > CLOCK_STEP_SECONDS:
+            self._clock_offset = offset
+            now = self._history.now()
+            self.clock_steps.append(Interval("clock-step", now - abs(step), now))
+            self._history.record("clock-step", seconds=round(step, 3))
+        return [*self._intervals(), *self.clock_steps]
+
     def round(self) -> bool:
         """One check. Returns whether everything had converged (no fault allowance needed)."""
         now = self._history.now()
-        fault_part = bounds.allowance(self._intervals(), now, self.base) - self.base
+        fault_part = bounds.allowance(self._all_intervals(), now, self.base) - self.base
         ns = self._registry.namespace
+        self._driver()  # on the host: sampled even while the apiserver is down
         try:
             pods = self._kube.get("pods", "", None, "-A")["items"]
             secrets = self._kube.get("secrets", "", ns, "-l", MANAGED)["items"]
@@ -99,7 +115,6 @@ class Checker:
         problems = self._volumes(pods, self.base + fault_part)
         problems += self._secrets(secrets)
         lingering = self._leftovers(pods, statuses, secrets)
-        self._driver()
         self.converged = problems == 0 and pending == 0 and lingering == 0
         self._history.record(
             "check",
@@ -232,7 +247,7 @@ class Checker:
                 if ref.get("uid") not in alive:
                     present.append(f"Secret {name} owned by gone {ref.get('kind')} {ref.get('name')}")
         now = self._history.now()
-        intervals = self._intervals()
+        intervals = self._all_intervals()
 
         def grace(since: float) -> float:
             return bounds.leftover_grace(intervals, since, now, self.base)

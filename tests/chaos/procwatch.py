@@ -52,12 +52,13 @@ def driver_pids() -> list[int]:
 
 
 def sample() -> DriverSample | None:
-    """The driver's figures now; None when no driver process runs (killed, restarting)."""
+    """The driver's figures now (the largest process when a rollout runs two); None when none runs."""
+    found: list[DriverSample] = []
     for pid in driver_pids():
         try:
             rss, _ = procstat.memory(pid)
             fds = len(os.listdir(f"/proc/{pid}/fd"))
-            return DriverSample(pid, rss / procstat.MIB, fds, procstat.threads(pid))
+            found.append(DriverSample(pid, rss / procstat.MIB, fds, procstat.threads(pid)))
         except OSError:
             continue
-    return None
+    return max(found, key=lambda s: s.rss_mib, default=None)

@@ -183,7 +183,8 @@ def run(settings: Settings, kubeconfig: Path, out: Path | None = None) -> Outcom
         },
     }
     history.write(results / "history.json", detail)
-    why_not = timeline(history, runner.intervals(), results / "timeline.png", f"chaos seed={settings.seed}")
+    drawn = [*runner.intervals(), *checker.clock_steps]
+    why_not = timeline(history, drawn, results / "timeline.png", f"chaos seed={settings.seed}")
     if why_not:
         print(f"chaos: no timeline.png: {why_not}")
     violations = [f"[{v.t:.1f}s] invariant {v.detail['invariant']}: {v.detail}" for v in history.violations()]
