@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from chaos import faults, faults_provider, faults_resources
-from chaos.faults import KINDS, ChaosNode, FaultError, node_faults
+from chaos.faults import KINDS, ChaosNode, Fault, FaultError, node_faults
 from chaos.faults_host import Container, alive, cgroup_dir, running_containers
 from chaos.faults_resources import DiskFull, DriverMemoryPressure, memory_limit_file
 from node.nodekit import Kube
@@ -66,50 +67,75 @@ def test_node_faults_lists_every_kind_once() -> None:
 
 
 class FakeProvider:
-    def __init__(self) -> None:
+    """The provider container as the faults see it: `id` changes on a restart, None = not running."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.asked: list[str] = []
-        self.running = True
+        self.id: str | None = "p1"
+        self.mode = "none"
+        monkeypatch.setattr(faults_provider, "KEEP_INTERVAL", 0.05)
+        monkeypatch.setattr(faults, "running_containers", lambda *a, **k: self.running())
+        monkeypatch.setattr(faults_provider, "netns_get", self.get)
 
-    def containers(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        me = Container("p1", os.getpid(), "kube-system", "csi-secrets-store-e2e-provider-x1", "provider")
-        monkeypatch.setattr(faults, "running_containers", lambda *a, **k: [me] if self.running else [])
+    def running(self) -> list[Container]:
+        pod = "csi-secrets-store-e2e-provider-x1"
+        return [Container(self.id, os.getpid(), "kube-system", pod, "provider")] if self.id else []
 
-        def get(pid: int, url: str, timeout: float = 5.0) -> str:
-            self.asked.append(url.rsplit("mode=", 1)[1])
-            return f"fault set to {url.rsplit('mode=', 1)[1].split('&')[0]}\n"
+    def get(self, pid: int, url: str, timeout: float = 5.0) -> str:
+        query = url.rsplit("mode=", 1)[1]
+        self.asked.append(query)
+        self.mode = query.split("&")[0]
+        return f"fault set to {self.mode}\n"
 
-        monkeypatch.setattr(faults_provider, "netns_get", get)
+    def restart(self, new_id: str | None) -> None:
+        self.id, self.mode = new_id, "none"
+
+
+def wait_until(what: str, predicate: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def provider_faults() -> tuple[Fault, Fault, Fault]:
+    by_kind = {f.kind: f for f in node_faults(ctx())}
+    return by_kind["provider-hang"], by_kind["provider-slow"], by_kind["provider-garbage"]
 
 
 def test_provider_modes_share_one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
-    provider = FakeProvider()
-    provider.containers(monkeypatch)
-    by_kind = {f.kind: f for f in node_faults(ctx())}
-    hang, slow, garbage = by_kind["provider-hang"], by_kind["provider-slow"], by_kind["provider-garbage"]
+    provider = FakeProvider(monkeypatch)
+    hang, slow, garbage = provider_faults()
     hang.inject()
     slow.inject()
     garbage.inject()
     garbage.heal()  # the newest still active comes back
     hang.heal()
     hang.heal()
+    assert provider.mode == "slow"
     slow.heal()
-    assert provider.asked == [
-        "hang",
-        "slow&seconds=4",
-        "garbage",
-        "slow&seconds=4",
-        "slow&seconds=4",
-        "slow&seconds=4",
-        "none",
-    ]
-    provider.running = False
-    asked = len(provider.asked)
-    slow.heal()  # no provider container: the next one starts without a fault; nothing to ask
-    assert len(provider.asked) == asked
+    assert provider.asked == ["hang", "slow&seconds=4", "garbage", "slow&seconds=4", "none"]
+
+
+def test_provider_mode_held_across_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = FakeProvider(monkeypatch)
+    hang, _, _ = provider_faults()
+    provider.restart(None)  # kubelet's back-off keeps the provider down
+    hang.inject()  # returns at once
+    assert provider.asked == []
+    provider.restart("p2")
+    wait_until("the keeper to set hang on the new provider", lambda: provider.mode == "hang")
+    provider.restart("p3")  # killed while the fault holds
+    wait_until("hang set again", lambda: provider.mode == "hang")
+    hang.heal()
+    assert provider.mode == "none"
+    provider.restart("p4")
+    time.sleep(0.3)
+    assert provider.asked == ["hang", "hang", "none"]  # nothing held once healed
 
 
 def test_provider_answer_not_matching_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeProvider().containers(monkeypatch)
+    FakeProvider(monkeypatch)
     monkeypatch.setattr(faults_provider, "netns_get", lambda pid, url, timeout=5.0: "unknown fault mode\n")
     with pytest.raises(FaultError, match="unknown fault mode"):
         {f.kind: f for f in node_faults(ctx())}["provider-garbage"].inject()
