@@ -26,6 +26,7 @@ from .errors import ApiError, from_reply, from_transport
 
 IDLE_SECONDS = 60.0  # the apiserver closes idle connections after 90 s
 MAX_IDLE = 20
+TLS_READ_SIZE = 32 * 1024
 _FAILURES = (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, http1.ProtocolError)
 _SAFE_PATH = "/:@!$&'()*+,;=-._~"
 
@@ -66,6 +67,19 @@ class Transport(Protocol):
     ) -> AnswerStream: ...
 
     async def close(self) -> None: ...
+
+
+def _shrink_tls_buffer(writer: asyncio.StreamWriter) -> None:
+    """asyncio's TLS protocol (sslproto, Python 3.11-3.13) gives every connection a zero-filled 256 KiB
+    receive buffer, so each keep-alive connection cost the driver ~300 KiB of RSS (measured: 16 of them
+    +4.8 MiB). Its size is the protocol's `max_size`; an instance value with a smaller buffer keeps TLS
+    records (16 KiB at most) whole. Without those attributes (another Python) the default stays."""
+    protocol = getattr(writer.transport, "_ssl_protocol", None)
+    if protocol is None or not isinstance(getattr(protocol, "_ssl_buffer", None), bytearray):
+        return
+    protocol.max_size = TLS_READ_SIZE
+    protocol._ssl_buffer = bytearray(TLS_READ_SIZE)
+    protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)
 
 
 class _Connection:
@@ -145,6 +159,7 @@ class HttpTransport:
         reader, writer = await asyncio.open_connection(
             ep.host, ep.port, ssl=ep.tls, server_hostname=hostname, limit=http1.MAX_HEAD * 2
         )
+        _shrink_tls_buffer(writer)
         return _Connection(reader, writer)
 
     async def _acquire(self, fresh: bool) -> _Connection:

@@ -256,3 +256,26 @@ async def test_an_exec_plugin_token_is_used_and_renewed_on_401(tmp_path: Path) -
         await api.close()
     assert (tmp_path / "runs").read_text() == "2"
     assert [s.headers["authorization"] for s in server.seen][-2:] == ["Bearer token-1", "Bearer token-2"]
+
+
+async def test_large_answers_arrive_whole_through_the_smaller_tls_read_buffer(
+    pki: Pki, tmp_path: Path
+) -> None:
+    items = [{"metadata": {"name": f"p{i}"}, "data": "x" * 1000} for i in range(1500)]  # ~1.5 MiB
+    document = json.dumps({"items": items}).encode()
+
+    async def serve(seen: Seen) -> bytes:
+        if seen.target.endswith("/pods"):
+            return answer(200, document, JSON)
+        parts = [document[i : i + 70_000] for i in range(0, len(document), 70_000)]
+        return answer(200, chunked(parts), {"Transfer-Encoding": "chunked"})
+
+    async with Server(serve, server_tls(pki)) as server:
+        config = kubeconfig(
+            tmp_path / "kc", server.url, cert_user(pki), {"certificate-authority": str(pki.ca)}
+        )
+        api = KubeClient.from_config(config, "t")
+        assert (await api.list(POD, "ns"))["items"] == items
+        assert (await api.get(SECRET, "s", "ns"))["items"] == items
+        await api.close()
+    assert server.connections == 1
