@@ -38,8 +38,10 @@ For the runner (measured on this 2-core VM, node otherwise idle; tests/node/test
   logs/<component>.log begins (smaller than what was read of the old one).
 - Under provider-hang a Mount is held until the mode changes or the driver's deadline (its
   --provider-timeout, 60 s, or kubelet's) passes; the provider has 32 gRPC workers.
-- An inject or heal that cannot act raises FaultError naming why (e.g. no provider container while
-  kubelet's back-off keeps it down, the apiserver down for longer than a ClusterCSIDriver edit retries).
+- An inject or heal that cannot act raises FaultError naming why (e.g. no container to kill while
+  kubelet's back-off or a rollout keeps it away for more than 10 s, the apiserver down for longer than
+  a ClusterCSIDriver edit retries). Provider modes and the driver's memory limit do not fail so: while
+  active they are held on whatever provider or driver container runs (a keeper thread, ~1 s).
 """
 
 from __future__ import annotations

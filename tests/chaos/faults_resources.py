@@ -7,15 +7,18 @@ until heal removes it. Elsewhere probe() names why it is skipped.
 
 driver-memory-pressure lowers the memory limit of the driver container's own cgroup to its usage plus
 HEADROOM_BYTES: cgroup v2 `memory.high` (the kernel reclaims and throttles above it), or v1
-`memory.limit_in_bytes` (reclaim, then the OOM killer: kubelet restarts the container). Heal writes the
-saved value back; a container that was replaced meanwhile starts with no limit of ours.
+`memory.limit_in_bytes` (reclaim, then the OOM killer: kubelet restarts the container). While the fault
+is active a driver container that replaces the limited one is limited too (never below the first
+limit: a driver still starting uses less than it will); heal writes every saved value back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from .faults_host import cgroup_dir
 FILL_NAME = ".sscsi-chaos-fill"
 FILL_LIMIT_BYTES = 8 << 30
 HEADROOM_BYTES = 8 << 20
+KEEP_INTERVAL = 1.0
 _CHUNK = 1 << 20
 
 
@@ -97,12 +101,6 @@ def _fill_by_writing(fd: int) -> None:
             raise
 
 
-@dataclass(frozen=True, slots=True)
-class _Limit:
-    file: Path
-    original: str
-
-
 def memory_limit_file(cgroup: Path) -> tuple[Path, Path] | None:
     """(limit file, usage file) of a memory cgroup: v2 memory.high/current, v1 limit_in_bytes/usage."""
     for limit, usage in (
@@ -114,53 +112,77 @@ def memory_limit_file(cgroup: Path) -> tuple[Path, Path] | None:
     return None
 
 
+def _driver_files(pid: int) -> tuple[Path, Path]:
+    cgroup = cgroup_dir(pid, "memory")
+    files = memory_limit_file(cgroup) if cgroup else None
+    if files is None:
+        raise FaultError(
+            f"the driver container's memory cgroup ({cgroup}) has neither memory.high (cgroup v2) "
+            "nor memory.limit_in_bytes (v1)"
+        )
+    return files
+
+
 @dataclass
 class DriverMemoryPressure:
+    """While active, every driver container that runs gets the limit: a keeper thread limits a new one
+    (after a kill, an OOM kill or a rollout) within KEEP_INTERVAL, and an inject while no driver runs
+    returns at once. Heal writes back each limit file's saved value."""
+
     ctx: ChaosNode
     max_seconds: float = 30.0
     kind: str = "driver-memory-pressure"
-    _saved: _Limit | None = field(default=None, init=False)
+    _saved: dict[Path, str] = field(default_factory=dict, init=False)  # limit file -> its value before
+    _active: bool = field(default=False, init=False)
+    _floor: int = field(default=0, init=False)  # the highest limit this injection has set
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-
-    def _files(self) -> tuple[Path, Path]:
-        driver = self.ctx.wait_container(self.ctx.driver, 10.0)
-        cgroup = cgroup_dir(driver.pid, "memory")
-        files = memory_limit_file(cgroup) if cgroup else None
-        if files is None:
-            raise FaultError(
-                f"the driver container's memory cgroup ({cgroup}) has neither memory.high (cgroup v2) "
-                "nor memory.limit_in_bytes (v1)"
-            )
-        return files
+    _keeper: threading.Thread | None = field(default=None, init=False)
 
     def probe(self) -> str | None:
         if os.geteuid() != 0:
             return "needs root to write the driver container's cgroup"
         try:
-            self._files()
+            _driver_files(self.ctx.wait_container(self.ctx.driver, 10.0).pid)
         except FaultError as err:
             return str(err)
         return None
 
     def inject(self) -> None:
         with self._lock:
-            limit, usage = self._files()
-            original = limit.read_text().strip()
-            target = int(usage.read_text().strip()) + HEADROOM_BYTES
-            limit.write_text(f"{target}\n")
-            if self._saved is None or self._saved.file != limit:
-                self._saved = _Limit(limit, original)
+            self._active = True
+            self._limit_running()
+            if self._keeper is None or not self._keeper.is_alive():
+                self._keeper = threading.Thread(target=self._hold, name="driver-memory", daemon=True)
+                self._keeper.start()
 
     def heal(self) -> None:
         with self._lock:
-            saved, self._saved = self._saved, None
-            if saved is None:
-                return
-            try:
-                saved.file.write_text(f"{saved.original}\n")
-            except FileNotFoundError:
-                pass  # the container was replaced (e.g. OOM-killed): its new cgroup has no limit of ours
-            except OSError as err:
-                if not saved.file.parent.exists():
+            self._active, self._floor = False, 0
+            saved, self._saved = self._saved, {}
+            for limit, original in saved.items():
+                try:
+                    limit.write_text(f"{original}\n")
+                except OSError as err:
+                    if limit.parent.exists():
+                        raise FaultError(f"could not restore {limit} to {original}: {err}") from err
+                    # the container was replaced (e.g. OOM-killed): its new cgroup has no limit of ours
+
+    def _limit_running(self) -> None:
+        for driver in self.ctx.containers(self.ctx.driver):
+            limit, usage = _driver_files(driver.pid)
+            if limit in self._saved:
+                continue
+            original = limit.read_text().strip()
+            # A driver that is still starting uses less than it will: never below the first limit set.
+            self._floor = max(self._floor, int(usage.read_text().strip()) + HEADROOM_BYTES)
+            limit.write_text(f"{self._floor}\n")
+            self._saved[limit] = original
+
+    def _hold(self) -> None:
+        while True:
+            time.sleep(KEEP_INTERVAL)
+            with self._lock:
+                if not self._active:
                     return
-                raise FaultError(f"could not restore {saved.file} to {saved.original}: {err}") from err
+                with contextlib.suppress(FaultError, OSError):  # a container going away meanwhile
+                    self._limit_running()

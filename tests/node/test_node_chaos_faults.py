@@ -128,8 +128,8 @@ def acted(kind: str, fault: Fault, ctx: ChaosNode, installation: Installation, n
             f"the operator to render {flag} into the DaemonSet", lambda: flag in driver_args(installation), 60
         )
     elif kind == "driver-memory-pressure":
-        saved = fault._saved  # type: ignore[attr-defined]
-        assert int(saved.file.read_text()) < int(saved.original)
+        [(limit, original)] = fault._saved.items()  # type: ignore[attr-defined]
+        assert int(limit.read_text()) < int(original)
 
 
 def driver_args(installation: Installation) -> list[str]:

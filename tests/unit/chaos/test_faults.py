@@ -141,34 +141,69 @@ def test_provider_answer_not_matching_is_an_error(monkeypatch: pytest.MonkeyPatc
         {f.kind: f for f in node_faults(ctx())}["provider-garbage"].inject()
 
 
-@pytest.mark.parametrize(
-    ("limit", "usage", "original"),
-    [
-        ("memory.high", "memory.current", "max"),
-        ("memory.limit_in_bytes", "memory.usage_in_bytes", "9223372036854771712"),
-    ],
-)
+class FakeDriver:
+    """Driver containers whose memory cgroups are directories under tmp_path."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, usage: str) -> None:
+        self.root, self.limit, self.usage = tmp_path, limit, usage
+        self.id: str | None = None
+        monkeypatch.setattr(faults_resources, "KEEP_INTERVAL", 0.05)
+        monkeypatch.setattr(faults, "running_containers", lambda *a, **k: self.running())
+        monkeypatch.setattr(faults_resources, "cgroup_dir", lambda pid, controller: self.root / str(self.id))
+
+    def start(self, cid: str, original: str) -> Path:
+        (self.root / cid).mkdir()
+        (self.root / cid / self.limit).write_text(f"{original}\n")
+        (self.root / cid / self.usage).write_text("70000000\n")
+        self.id = cid
+        return self.root / cid / self.limit
+
+    def running(self) -> list[Container]:
+        pod = "secrets-store-csi-driver-node-x"
+        return (
+            [Container(self.id, os.getpid(), "secrets-store-csi-driver", pod, "csi-driver")]
+            if self.id
+            else []
+        )
+
+
+LIMITED = f"{70000000 + faults_resources.HEADROOM_BYTES}\n"
+V1 = ("memory.limit_in_bytes", "memory.usage_in_bytes", "9223372036854771712")
+
+
+@pytest.mark.parametrize(("limit", "usage", "original"), [("memory.high", "memory.current", "max"), V1])
 def test_memory_limit_saved_and_restored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, usage: str, original: str
 ) -> None:
-    (tmp_path / limit).write_text(f"{original}\n")
-    (tmp_path / usage).write_text("70000000\n")
-    assert memory_limit_file(tmp_path) == (tmp_path / limit, tmp_path / usage)
-    me = Container(
-        "d1", os.getpid(), "secrets-store-csi-driver", "secrets-store-csi-driver-node-x", "csi-driver"
-    )
-    monkeypatch.setattr(faults, "running_containers", lambda *a, **k: [me])
-    monkeypatch.setattr(faults_resources, "cgroup_dir", lambda pid, controller: tmp_path)
+    driver = FakeDriver(tmp_path, monkeypatch, limit, usage)
+    first = driver.start("d1", original)
+    assert memory_limit_file(first.parent) == (first, first.parent / usage)
     fault = DriverMemoryPressure(ctx())
     assert fault.probe() is None
     fault.inject()
-    assert (tmp_path / limit).read_text() == f"{70000000 + faults_resources.HEADROOM_BYTES}\n"
+    assert first.read_text() == LIMITED
     fault.heal()
     fault.heal()
-    assert (tmp_path / limit).read_text() == f"{original}\n"
+    assert first.read_text() == f"{original}\n"
     fault.inject()
-    (tmp_path / limit).unlink()  # the container was replaced meanwhile
+    first.unlink()  # the container was replaced meanwhile
     fault.heal()
+
+
+def test_memory_limit_follows_a_new_driver_container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = FakeDriver(tmp_path, monkeypatch, V1[0], V1[1])
+    fault = DriverMemoryPressure(ctx())
+    fault.inject()  # no driver container (back-off, rollout): returns at once
+    first = driver.start("d1", V1[2])
+    wait_until("the keeper to limit the driver", lambda: first.read_text() == LIMITED)
+    second = driver.start("d2", V1[2])  # killed and restarted while the fault holds
+    (second.parent / V1[1]).write_text("20000000\n")  # still starting: less than it will use
+    wait_until("the new container limited", lambda: second.read_text() == LIMITED)
+    fault.heal()
+    assert first.read_text() == second.read_text() == f"{V1[2]}\n"
+    third = driver.start("d3", V1[2])
+    time.sleep(0.3)
+    assert third.read_text() == f"{V1[2]}\n"  # nothing held once healed
 
 
 def test_memory_pressure_probe_names_missing_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
