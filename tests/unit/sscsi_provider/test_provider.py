@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +83,6 @@ def invalid(service: ProviderService, request: provider_pb2.MountRequest) -> str
         service.mount(request)
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
     return err.value.message
-
-
-@pytest.fixture
-def state() -> ProviderState:
-    return ProviderState()
 
 
 @pytest.fixture
@@ -510,20 +504,6 @@ def test_parse_http_addr() -> None:
 
 
 # --------------------------------------------------------------------------- real socket and HTTP
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[tuple[ProviderState, Path, ControlServer]]:
-    state = ProviderState()
-    sock = tmp_path / "p.sock"
-    server = start_grpc_server(ProviderService(state), sock, max_workers=4)
-    control = ControlServer(state, "127.0.0.1:0")
-    control.start()
-    try:
-        yield state, sock, control
-    finally:
-        control.stop()
-        stop_grpc_server(server, sock, grace=0.5)
 
 
 def stub_for(sock: Path, authority: str | None = "localhost") -> tuple[grpc.Channel, Any]:

@@ -7,7 +7,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ from sscsi_provider.control import ControlServer
 from sscsi_provider.server import (
     GARBAGE_BYTES,
     serialize_mount_response,
-    start_grpc_server,
-    stop_grpc_server,
 )
 from sscsi_provider.service import GARBAGE_RESPONSE, MountError, ProviderService
 from sscsi_provider.stamp import stamp_digest, stamp_line
@@ -40,11 +37,6 @@ def expected_line(
     material = f"{salt}/{namespace}/{pod}/{name}/{version}".encode()
     digest = hashlib.sha256(material).hexdigest()[:32]
     return f"{namespace}/{pod}/{name} v{version} {digest}\n".encode()
-
-
-@pytest.fixture
-def state() -> ProviderState:
-    return ProviderState()
 
 
 @pytest.fixture
@@ -214,20 +206,6 @@ def test_garbage_still_rejects_bad_requests(service: ProviderService, state: Pro
 
 
 # --------------------------------------------------------------------------- real socket and HTTP
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[tuple[ProviderState, Path, ControlServer]]:
-    state = ProviderState()
-    sock = tmp_path / "p.sock"
-    server = start_grpc_server(ProviderService(state), sock, max_workers=4)
-    control = ControlServer(state, "127.0.0.1:0")
-    control.start()
-    try:
-        yield state, sock, control
-    finally:
-        control.stop()
-        stop_grpc_server(server, sock, grace=0.5)
 
 
 def test_real_socket_hang_blocks_only_mount(live: tuple[ProviderState, Path, ControlServer]) -> None:
