@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sscsi_driver.mounter import parse_mountinfo
+
 KUBELET_PODS = Path("/var/lib/kubelet/pods")
 _CSI_MOUNT = re.compile(r"/var/lib/kubelet/pods/([0-9a-f-]+)/volumes/kubernetes\.io~csi/([^/]+)/mount")
 READ_ATTEMPTS = 5
@@ -30,17 +32,12 @@ def target_path(pod_uid: str, volume: str) -> Path:
 
 def csi_tmpfs_mounts(mountinfo: str | None = None) -> list[CsiMount]:
     """Every tmpfs on a kubelet CSI volume's mount directory (the driver's), from mountinfo."""
-    text = Path("/proc/self/mountinfo").read_text() if mountinfo is None else mountinfo
+    text = Path("/proc/self/mountinfo").read_bytes() if mountinfo is None else mountinfo.encode()
     out: list[CsiMount] = []
-    for line in text.splitlines():
-        fields = line.split()
-        if " - " not in line or len(fields) < 5:
-            continue
-        fstype = line.split(" - ", 1)[1].split()[0]
-        mount_point = fields[4].replace("\\040", " ")
-        found = _CSI_MOUNT.fullmatch(mount_point)
-        if fstype == "tmpfs" and found:
-            out.append(CsiMount(found.group(1), found.group(2), mount_point))
+    for entry in parse_mountinfo(text):
+        found = _CSI_MOUNT.fullmatch(str(entry.mount_point))
+        if entry.fstype == "tmpfs" and found:
+            out.append(CsiMount(found.group(1), found.group(2), str(entry.mount_point)))
     return out
 
 
