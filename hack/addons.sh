@@ -19,6 +19,34 @@ PROXY_PID="$PIDS_DIR/kube-proxy.pid"
 
 alog() { printf '[addons] %s\n' "$*" >&2; }
 
+# The Service range (cluster-up.sh's --service-cluster-ip-range). A packet to it that kube-proxy has not
+# DNATed (a Service created a moment ago, before its rules sync) would otherwise leave by the default
+# route, and this VM's network answers anything there: the apiserver's availability check of OLM's
+# packageserver once got a 404 from outside and kept that keep-alive connection, so the APIService
+# never became Available. Refused here instead, a client retries and then meets kube-proxy's DNAT
+# (nat runs before filter, so translated packets no longer match).
+SERVICE_CIDR="10.0.0.0/24"
+GUARD_CHAIN="SSCSI-SVC-GUARD"
+
+guard_services() {
+  iptables -N "$GUARD_CHAIN" 2>/dev/null || true
+  iptables -C "$GUARD_CHAIN" -d "$SERVICE_CIDR" -j REJECT 2>/dev/null ||
+    iptables -A "$GUARD_CHAIN" -d "$SERVICE_CIDR" -j REJECT
+  local hook
+  for hook in OUTPUT FORWARD; do
+    iptables -C "$hook" -j "$GUARD_CHAIN" 2>/dev/null || iptables -A "$hook" -j "$GUARD_CHAIN"
+  done
+}
+
+unguard_services() {
+  local hook
+  for hook in OUTPUT FORWARD; do
+    while iptables -D "$hook" -j "$GUARD_CHAIN" 2>/dev/null; do :; done
+  done
+  iptables -F "$GUARD_CHAIN" 2>/dev/null || true
+  iptables -X "$GUARD_CHAIN" 2>/dev/null || true
+}
+
 proxy_pid() {
   local pid
   pid="$(cat "$PROXY_PID" 2>/dev/null)" || return 1
@@ -212,11 +240,13 @@ down() {
   rm -f "$PROXY_PID"
   # kube-proxy's own cleanup removes every KUBE-* chain and rule it wrote.
   [[ -x "$PROXY_BIN" ]] && "$PROXY_BIN" --cleanup >/dev/null 2>&1 || true
+  unguard_services
 }
 
 case "${1:-up}" in
   up)
     close_inherited_fds
+    guard_services
     start_proxy
     apply_coredns
     ;;
