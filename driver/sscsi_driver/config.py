@@ -88,6 +88,8 @@ class Config:
     max_objects_per_volume: int = DEFAULT_MAX_OBJECTS
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     max_concurrent_publishes_per_pod: int = DEFAULT_MAX_CONCURRENT_PUBLISHES
+    kubelet_registration_path: str = ""
+    plugin_registration_dir: Path = Path("/registration")
 
     @property
     def provider_dirs(self) -> tuple[Path, ...]:
@@ -173,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CONCURRENT_PUBLISHES,
         help="volumes of one pod published at once; more wait their turn (our addition)",
     )
+    flag(
+        "--kubelet-registration-path",
+        default="",
+        help="the CSI socket as kubelet sees it; when set, the driver registers itself with kubelet "
+        "through --plugin-registration-dir (our addition; replaces node-driver-registrar)",
+    )
+    flag(
+        "--plugin-registration-dir",
+        default="/registration",
+        help="kubelet's plugins_registry directory as mounted in the driver's container (our addition)",
+    )
     return p
 
 
@@ -205,6 +218,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, argparse.Namesp
         max_objects_per_volume=ns.max_objects_per_volume,
         max_file_size=ns.max_file_size,
         max_concurrent_publishes_per_pod=ns.max_concurrent_publishes_per_pod,
+        kubelet_registration_path=ns.kubelet_registration_path,
+        plugin_registration_dir=Path(ns.plugin_registration_dir),
     )
     return cfg, ns
 

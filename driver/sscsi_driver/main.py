@@ -27,6 +27,7 @@ from .models import NODE_LABEL, SecretProviderClass
 from .node import NodeService
 from .provider_client import ProviderClients
 from .publisher import Publisher
+from .registration import KubeletRegistration, registration_socket
 from .secret_sync import SecretSyncer
 from .spcps import PodStatusWriter
 
@@ -71,7 +72,8 @@ async def run(cfg: Config) -> None:
             syncer = _secret_syncer(cfg, api, spcps_cache, spcs, events, metrics, publisher)
             stack.push_async_callback(syncer.stop)
 
-        http = serve(cfg.metrics_addr, metrics.registry, heartbeat)
+        registration = _kubelet_registration(cfg)
+        http = serve(cfg.metrics_addr, metrics.registry, heartbeat, ready=lambda: _ready(registration))
         stack.callback(http.shutdown)
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(_beat(heartbeat), name="heartbeat")]
         if cfg.provider_health_check:
@@ -83,7 +85,10 @@ async def run(cfg: Config) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
             stack.callback(loop.remove_signal_handler, sig)
-        await _start_csi_server(cfg, publisher, stack)  # started last, stopped first
+        await _start_csi_server(cfg, publisher, stack)
+        if registration is not None:  # kubelet dials the CSI socket once registered: started after it
+            await registration.start()
+            stack.push_async_callback(registration.stop)
         log.info(
             "driver started",
             extra={
@@ -95,10 +100,22 @@ async def run(cfg: Config) -> None:
                 "rotation_poll_interval_s": cfg.rotation_poll_interval,
                 "secret_sync": cfg.enable_secret_sync,
                 "metrics_addr": f"{http.server_address[0]!s}:{http.server_address[1]}",
+                "registration_socket": str(registration.socket_path) if registration else "",
             },
         )
         await stop.wait()
         log.info("shutting down")
+
+
+def _kubelet_registration(cfg: Config) -> KubeletRegistration | None:
+    if not cfg.kubelet_registration_path:
+        return None
+    socket = registration_socket(cfg.plugin_registration_dir, cfg.driver_name)
+    return KubeletRegistration(socket, cfg.driver_name, cfg.kubelet_registration_path)
+
+
+def _ready(registration: KubeletRegistration | None) -> bool:
+    return registration is None or registration.registered
 
 
 def _secret_syncer(

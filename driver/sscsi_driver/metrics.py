@@ -100,15 +100,22 @@ class _QuietHandler(WSGIRequestHandler):
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
-def serve(addr: str, registry: CollectorRegistry, heartbeat: Heartbeat) -> WSGIServer:
-    """Serve /metrics (and /healthz) on `addr` (`:8095`, `127.0.0.1:0`) in a daemon thread."""
+def serve(
+    addr: str, registry: CollectorRegistry, heartbeat: Heartbeat, ready: Callable[[], bool] = lambda: True
+) -> WSGIServer:
+    """Serve /metrics, /healthz and /readyz on `addr` (`:8095`, `127.0.0.1:0`) in a daemon thread.
+    /readyz fails until kubelet confirmed the driver's registration (when the driver registers itself)."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") in ("/healthz", "/livez"):
-            ok = heartbeat.healthy
-            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [b"ok" if ok else b"event loop stalled"]
+        path = environ.get("PATH_INFO")
+        if path in ("/healthz", "/livez", "/readyz"):
+            problem = "" if heartbeat.healthy else "event loop stalled"
+            if path == "/readyz" and not problem and not ready():
+                problem = "not registered with kubelet yet"
+            status = "503 Service Unavailable" if problem else "200 OK"
+            start_response(status, [("Content-Type", "text/plain")])
+            return [(problem or "ok").encode()]
         result: Iterable[bytes] = metrics_app(environ, start_response)
         return result
 

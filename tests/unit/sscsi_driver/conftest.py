@@ -9,6 +9,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry
+from sscsi_driver import main
+from sscsi_driver.config import Config, parse_config
+from sscsi_driver.metrics import Metrics
 from sscsi_proto import provider_pb2_grpc
 
 from unit.sscsi_driver.fakes import ScriptedProvider
@@ -45,3 +49,29 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
         check=True, capture_output=True,
     )  # fmt: skip
     return (d / "k").read_bytes(), (d / "c").read_bytes()
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Config]:
+    """A driver whose apiserver refuses connections (port 1): caches retry in the background."""
+    monkeypatch.setattr(main, "Metrics", lambda: Metrics(CollectorRegistry()))  # one run per process
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    (tmp_path / "providers").mkdir()
+    config, _ = parse_config(
+        [
+            f"--endpoint=unix://{tmp_path}/csi/csi.sock",
+            "--nodeid=node-a",
+            f"--kubeconfig={kubeconfig}",
+            f"--provider-volume={tmp_path}/providers",
+            f"--kubelet-root-dir={tmp_path}/kubelet",
+            "--metrics-addr=127.0.0.1:0",
+            "--provider-health-check=true",
+        ]
+    )
+    yield config

@@ -8,40 +8,11 @@ import gc
 import os
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from sscsi_driver import main
-from sscsi_driver.config import Config, parse_config
-from sscsi_driver.metrics import Metrics
-
-
-@pytest.fixture
-def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Config]:
-    """A driver whose apiserver refuses connections (port 1): caches retry in the background."""
-    monkeypatch.setattr(main, "Metrics", lambda: Metrics(CollectorRegistry()))  # one run per process
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:1'}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
-    )
-    (tmp_path / "providers").mkdir()
-    config, _ = parse_config(
-        [
-            f"--endpoint=unix://{tmp_path}/csi/csi.sock",
-            "--nodeid=node-a",
-            f"--kubeconfig={kubeconfig}",
-            f"--provider-volume={tmp_path}/providers",
-            f"--kubelet-root-dir={tmp_path}/kubelet",
-            "--metrics-addr=127.0.0.1:0",
-            "--provider-health-check=true",
-        ]
-    )
-    yield config
+from sscsi_driver.config import Config
 
 
 def _others() -> set[asyncio.Task[object]]:
