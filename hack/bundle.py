@@ -18,8 +18,8 @@ option below only changes what that same pipeline is given):
   --registry R           registry + path of the operator, driver and bundle images
                          (default ghcr.io/secrets-store-csi-py: R/operator, R/driver, R/operator-bundle)
   --image-tag T          their tag (default vV)
-  --image NAME=REF       one image exactly, NAME one of: operator, driver, node-driver-registrar,
-                         livenessprobe, bundle (the sidecars default to config/manager's references)
+  --image NAME=REF       one image exactly, NAME one of: operator, driver, livenessprobe, bundle
+                         (the livenessprobe sidecar defaults to config/manager's reference)
   --replaces V0          the version this one upgrades from: the CSV's spec.replaces and the channel
                          entries' `replaces` (default: the newest older version in the previous catalog)
   --channels, --default-channel   (default stable,candidate and stable)

@@ -21,7 +21,6 @@ MANAGER = CONFIG / "manager" / "manager.yaml"
 # --image NAME -> the RELATED_IMAGE_* variable of config/manager that carries it.
 RELATED_ENV = {
     "driver": "RELATED_IMAGE_DRIVER",
-    "node-driver-registrar": "RELATED_IMAGE_NODE_DRIVER_REGISTRAR",
     "livenessprobe": "RELATED_IMAGE_LIVENESSPROBE",
 }
 IMAGE_NAMES = ("operator", "bundle", *RELATED_ENV)
@@ -73,7 +72,6 @@ def images_for(version: str, registry: str, tag: str | None, overrides: Mapping[
         "operator": f"{registry}/operator:{tag}",
         "driver": f"{registry}/driver:{tag}",
         "bundle": f"{registry}/operator-bundle:{tag}",
-        "node-driver-registrar": env[RELATED_ENV["node-driver-registrar"]],
         "livenessprobe": env[RELATED_ENV["livenessprobe"]],
     }
     return images | dict(overrides)

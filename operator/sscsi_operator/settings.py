@@ -9,7 +9,6 @@ from importlib import metadata
 from pathlib import Path
 
 DEFAULT_NAMESPACE = "secrets-store-csi-driver"
-DEFAULT_REGISTRAR_IMAGE = "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.17.0"
 DEFAULT_LIVENESS_PROBE_IMAGE = "registry.k8s.io/sig-storage/livenessprobe:v2.19.0"
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # A source checkout or editable install finds assets/templates next to the package; the operator
@@ -31,7 +30,6 @@ def distribution_version() -> str:
 @dataclass(frozen=True)
 class Images:
     driver: str
-    node_driver_registrar: str
     liveness_probe: str
 
 
@@ -58,7 +56,6 @@ class Settings:
         version = distribution_version()
         images = Images(
             driver=env.get("DRIVER_IMAGE") or f"ghcr.io/secrets-store-csi-py/driver:v{version}",
-            node_driver_registrar=env.get("NODE_DRIVER_REGISTRAR_IMAGE") or DEFAULT_REGISTRAR_IMAGE,
             liveness_probe=env.get("LIVENESS_PROBE_IMAGE") or DEFAULT_LIVENESS_PROBE_IMAGE,
         )
         return cls(

@@ -44,7 +44,6 @@ LOCK_WAIT_SECONDS = 270
 RESYNC_SECONDS = 3.0
 IMAGES = {
     "DRIVER_IMAGE": "example.invalid/sscsi/driver:e2e",
-    "NODE_DRIVER_REGISTRAR_IMAGE": "example.invalid/sscsi/registrar:e2e",
     "LIVENESS_PROBE_IMAGE": "example.invalid/sscsi/livenessprobe:e2e",
 }
 

@@ -475,7 +475,6 @@ def test_the_operator_needs_every_csv_permission_and_no_other(
     images = {c["name"]: c["image"] for c in daemonset["spec"]["template"]["spec"]["containers"]}
     assert images == {
         "csi-driver": env["DRIVER_IMAGE"],
-        "csi-node-driver-registrar": env["NODE_DRIVER_REGISTRAR_IMAGE"],
         "csi-liveness-probe": env["LIVENESS_PROBE_IMAGE"],
     }
     roles = kubectl_json(cluster, "clusterroles", "-l", MANAGED)

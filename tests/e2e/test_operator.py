@@ -151,7 +151,6 @@ def test_create_deploys_everything_and_it_becomes_available(
     pod = ds["spec"]["template"]["spec"]
     assert {c["name"]: c["image"] for c in pod["containers"]} == {
         "csi-driver": IMAGES["DRIVER_IMAGE"],
-        "csi-node-driver-registrar": IMAGES["NODE_DRIVER_REGISTRAR_IMAGE"],
         "csi-liveness-probe": IMAGES["LIVENESS_PROBE_IMAGE"],
     }
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", KWOK_LABEL: "true"}
@@ -160,6 +159,12 @@ def test_create_deploys_everything_and_it_becomes_available(
     assert "--enable-secret-rotation=true" in driver_args(ds)
     assert "--rotation-poll-interval=2m" in driver_args(ds)
     assert "--enable-secret-sync=true" in driver_args(ds)
+    # The driver registers itself with kubelet: no registrar container, the flags on the driver.
+    registration = [a for a in driver_args(ds) if "registration" in a]
+    assert registration == [
+        "--kubelet-registration-path=/var/lib/kubelet/plugins/csi-secrets-store/csi.sock",
+        "--plugin-registration-dir=/registration",
+    ]
     [generation] = status["generations"]
     assert generation["lastGeneration"] == ds["metadata"]["generation"]
     annotations = ds["spec"]["template"]["metadata"]["annotations"]

@@ -36,7 +36,6 @@ LOGS_DIR = CLUSTER_DIR / "logs"
 # The operator's RELATED_IMAGE_* variables (the images it deploys the driver with) -> hack/images.sh names.
 RELATED_IMAGES = {
     "RELATED_IMAGE_DRIVER": "driver",
-    "RELATED_IMAGE_NODE_DRIVER_REGISTRAR": "registrar",
     "RELATED_IMAGE_LIVENESSPROBE": "livenessprobe",
 }
 

@@ -29,7 +29,7 @@ TARGET = {
 
 def rendered(prometheus_rule_crd: bool = True) -> list[dict[str, Any]]:
     operator_settings = settings.Settings(
-        images=settings.Images("driver", "registrar", "livenessprobe"),
+        images=settings.Images("driver", "livenessprobe"),
         namespace=NAMESPACE,
         templates_dir=ROOT / "assets" / "templates",
         version="0.0.0",

@@ -103,7 +103,7 @@ def operator_grants() -> tuple[list[Grant], list[Grant]]:
 def rendered_objects() -> list[Obj]:
     """Everything the operator can render: defaults plus every optional object switched on."""
     operator_settings = settings.Settings(
-        images=settings.Images("driver", "registrar", "livenessprobe"),
+        images=settings.Images("driver", "livenessprobe"),
         namespace="secrets-store-csi-driver",
         templates_dir=ROOT / "assets" / "templates",
         version="0.0.0",

@@ -47,7 +47,6 @@ REQUIRED_ANNOTATIONS = {
 # What settings reads, and the RELATED_IMAGE_* variable (operator-sdk's relatedImages) each expands.
 IMAGE_ENV = {
     "DRIVER_IMAGE": "RELATED_IMAGE_DRIVER",
-    "NODE_DRIVER_REGISTRAR_IMAGE": "RELATED_IMAGE_NODE_DRIVER_REGISTRAR",
     "LIVENESS_PROBE_IMAGE": "RELATED_IMAGE_LIVENESSPROBE",
 }
 
@@ -189,7 +188,6 @@ def test_the_environment_is_what_settings_reads(container: dict[str, Any], tmp_p
     )
     assert settings.namespace == "olm-ns"
     assert settings.images.driver == values["DRIVER_IMAGE"]
-    assert settings.images.node_driver_registrar == values["NODE_DRIVER_REGISTRAR_IMAGE"]
     assert settings.images.liveness_probe == values["LIVENESS_PROBE_IMAGE"]
 
 
@@ -204,7 +202,6 @@ def test_the_pinned_images_are_the_operators_own_defaults(container: dict[str, A
         )
     env = expanded(container)
     assert env["DRIVER_IMAGE"] == defaults.images.driver
-    assert env["NODE_DRIVER_REGISTRAR_IMAGE"] == defaults.images.node_driver_registrar
     assert env["LIVENESS_PROBE_IMAGE"] == defaults.images.liveness_probe
 
 
@@ -213,7 +210,6 @@ def test_related_images_list_every_image(csv: dict[str, Any], container: dict[st
     related = {entry["name"]: entry["image"] for entry in csv["spec"]["relatedImages"]}
     assert related == {
         "driver": env["DRIVER_IMAGE"],
-        "node-driver-registrar": env["NODE_DRIVER_REGISTRAR_IMAGE"],
         "livenessprobe": env["LIVENESS_PROBE_IMAGE"],
     }
     assert csv["metadata"]["annotations"]["containerImage"] == container["image"]

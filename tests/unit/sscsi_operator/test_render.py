@@ -13,7 +13,6 @@ from sscsi_operator.render import NAMES, ClusterFacts, Owner, config_hash, go_du
 from sscsi_operator.settings import (
     DEFAULT_LIVENESS_PROBE_IMAGE,
     DEFAULT_NAMESPACE,
-    DEFAULT_REGISTRAR_IMAGE,
     Settings,
 )
 from sscsi_operator.spec import parse_spec
@@ -23,10 +22,15 @@ SETTINGS = Settings.from_environment(
     {
         "OPERAND_NAMESPACE": NAMESPACE,
         "DRIVER_IMAGE": "example.com/driver@sha256:abc",
-        "NODE_DRIVER_REGISTRAR_IMAGE": "example.com/registrar:v9",
         "LIVENESS_PROBE_IMAGE": "example.com/liveness:v9",
     }
 )
+# The driver registers itself with kubelet (no node-driver-registrar): the CSI socket as kubelet sees
+# it, and the plugin watcher directory it serves its registration socket in.
+REGISTRATION_ARGS = [
+    "--kubelet-registration-path=/var/lib/kubelet/plugins/csi-secrets-store/csi.sock",
+    "--plugin-registration-dir=/registration",
+]
 OWNER = Owner(name="secrets-store.csi.k8s.io", uid="0b7e2f52-0000-4000-8000-000000000001")
 
 
@@ -228,7 +232,7 @@ def test_daemonset_fixed_parts() -> None:
     assert pod["serviceAccountName"] == NAMES.service_account
     assert pod["priorityClassName"] == "system-node-critical"
     by_name = containers()
-    assert list(by_name) == ["csi-driver", "csi-node-driver-registrar", "csi-liveness-probe"]
+    assert list(by_name) == ["csi-driver", "csi-liveness-probe"]
     driver = by_name["csi-driver"]
     assert driver["securityContext"]["privileged"] is True
     mounts = {m["name"]: m for m in driver["volumeMounts"]}
@@ -239,6 +243,9 @@ def test_daemonset_fixed_parts() -> None:
     }
     assert {p["name"]: p["containerPort"] for p in driver["ports"]} == {"healthz": 9808, "metrics": 8095}
     assert driver["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    # Ready only once kubelet confirmed the registration: an unregistered driver counts as unavailable.
+    assert driver["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert mounts["registration-dir"] == {"name": "registration-dir", "mountPath": "/registration"}
     assert all("requests" in c["resources"] for c in by_name.values())
     assert "privileged" not in by_name["csi-liveness-probe"]["securityContext"]
     volumes = {v["name"]: v["hostPath"] for v in pod["volumes"]}
@@ -249,12 +256,14 @@ def test_daemonset_fixed_parts() -> None:
         "providers-dir": {"path": "/etc/kubernetes/secrets-store-csi-providers", "type": "DirectoryOrCreate"},
         "providers-dir-0": {"path": "/var/run/secrets-store-csi-providers", "type": "DirectoryOrCreate"},
     }
-    registrar = by_name["csi-node-driver-registrar"]["args"]
-    assert "--kubelet-registration-path=/var/lib/kubelet/plugins/csi-secrets-store/csi.sock" in registrar
+    for arg in REGISTRATION_ARGS:
+        assert arg in driver["args"]
 
 
-def test_default_driver_args_are_upstreams() -> None:
-    assert driver_args() == [
+def test_default_driver_args_are_upstreams_plus_registration() -> None:
+    upstreams = [arg for arg in driver_args() if arg not in REGISTRATION_ARGS]
+    assert sorted(driver_args()) == sorted(upstreams + REGISTRATION_ARGS)
+    assert upstreams == [
         "--endpoint=unix:///csi/csi.sock",
         "--nodeid=$(KUBE_NODE_NAME)",
         "--provider-volume=/var/run/secrets-store-csi-providers",
@@ -329,7 +338,6 @@ def test_images_come_from_the_environment() -> None:
     images = {name: c["image"] for name, c in containers().items()}
     assert images == {
         "csi-driver": "example.com/driver@sha256:abc",
-        "csi-node-driver-registrar": "example.com/registrar:v9",
         "csi-liveness-probe": "example.com/liveness:v9",
     }
 
@@ -337,7 +345,7 @@ def test_images_come_from_the_environment() -> None:
 def test_images_and_namespace_defaults() -> None:
     settings = Settings.from_environment({}, namespace_file=Path("/nonexistent"))
     assert settings.namespace == DEFAULT_NAMESPACE
-    assert settings.images.node_driver_registrar == DEFAULT_REGISTRAR_IMAGE
+    assert [field.name for field in dataclasses.fields(settings.images)] == ["driver", "liveness_probe"]
     assert settings.images.liveness_probe == DEFAULT_LIVENESS_PROBE_IMAGE
     assert settings.images.driver.endswith(f":v{settings.version}")
 
