@@ -30,7 +30,7 @@ help:
 	@echo "make bench        our driver vs the upstream Go driver -> bench-results/ (median+range of 3 rounds; ~15 min)"
 	@echo "make bench-scale  500-volume node, M=10/25/50 simulated nodes, 10 min soak, both drivers (<= 45 min)"
 	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
-	@echo "make node-tools   node-driver-registrar, livenessprobe, upstream e2e provider from ../shared/upstream-src"
+	@echo "make node-tools   livenessprobe, upstream e2e provider from ../shared/upstream-src"
 	@echo "make live-tools   kube-proxy, CoreDNS, registry, OLM v0 (olm, catalog, package-server), grpc_health_probe"
 	@echo "make olm-up       node-up + OLM v0 installed in the node cluster (kubectl get packagemanifests)"
 	@echo "make e2e-olm      OLM installs, upgrades and uninstalls the operator on the real node (tests/olm)"

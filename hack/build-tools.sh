@@ -2,7 +2,7 @@
 # Build pinned Kubernetes components and test tools from Go modules into a cache
 # outside the repository. Re-running is a no-op when the binaries exist.
 # Usage: hack/build-tools.sh [kube|csi-sanity|kwok|all|olm|node|<one tool>]...
-#   node: the real-node tier's upstream pieces (node-driver-registrar, livenessprobe, upstream e2e provider)
+#   node: the real-node tier's upstream pieces (livenessprobe, upstream e2e provider)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
@@ -108,8 +108,8 @@ build_opm() {
   go_wrap_build opm "github.com/operator-framework/operator-registry/cmd/opm@$OPM_VERSION" \
     github.com/operator-framework/operator-registry/cmd/opm containers_image_openpgp
 }
-# Sources the module proxy refuses (node-driver-registrar, livenessprobe, the upstream driver's e2e
-# provider): release tarballs in ../shared/upstream-src (see its README), unpacked into the cache.
+# Sources the module proxy refuses (livenessprobe, the upstream driver's e2e provider): release
+# tarballs in ../shared/upstream-src (see its README), unpacked into the cache.
 UPSTREAM_SRC="${SSCSI_UPSTREAM_SRC:-$(cd "$HERE/.." && pwd)/../shared/upstream-src}"
 unpack_upstream() {  # tarball-name top-dir -> prints the unpacked tree
   local tarball="$UPSTREAM_SRC/$1" dest="$TOOLS_CACHE/src/${1%.tar.gz}"
@@ -136,10 +136,6 @@ build_csi_sidecar() {  # name tarball-name top-dir version
     mv -f "$dest/$name.tmp" "$dest/$name"
   fi
   mkdir -p "$TOOLS_BIN"; ln -sfn "$dest/$name" "$TOOLS_BIN/$name"
-}
-build_registrar() {
-  build_csi_sidecar csi-node-driver-registrar "node-driver-registrar-$NODE_DRIVER_REGISTRAR_VERSION.tar.gz" \
-    node-driver-registrar "$NODE_DRIVER_REGISTRAR_VERSION"
 }
 build_livenessprobe() {
   build_csi_sidecar livenessprobe "livenessprobe-$LIVENESSPROBE_VERSION.tar.gz" livenessprobe "$LIVENESSPROBE_VERSION"
@@ -337,11 +333,10 @@ for t in "${targets[@]}"; do
     kube) build_kube ;;
     csi-sanity) build_csi_sanity ;;
     kwok) build_kwok ;;
-    registrar) build_registrar ;;
     livenessprobe) build_livenessprobe ;;
     upstream-driver) build_upstream_driver ;;
     upstream-provider) build_upstream_provider ;;
-    node) build_registrar; build_livenessprobe; build_upstream_provider ;;
+    node) build_livenessprobe; build_upstream_provider ;;
     operator-sdk) build_operator_sdk ;;
     opm) build_opm ;;
     olm) build_operator_sdk; build_opm ;;

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The hack/*.sh this demo runs use the same node cluster directory as the kit.
 os.environ.setdefault("SSCSI_NODE_CLUSTER_DIR", str(CLUSTER_DIR))
 HACK = ROOT / "hack"
-IMAGES = ("driver", "operator", "provider", "registrar", "livenessprobe", "busybox", "bundle", "catalog")
+IMAGES = ("driver", "operator", "provider", "livenessprobe", "busybox", "bundle", "catalog")
 START = time.monotonic()
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@
 #                                     base from its cached root filesystem), from one frozen copy of
 #                                     the inputs; compare manifest digests, exit 1 on any difference
 #   hack/images.sh ensure-tools       install the Debian packages the builds need
-# NAME: pause busybox driver operator provider registrar livenessprobe upstream-provider bundle catalog
+# NAME: pause busybox driver operator provider livenessprobe upstream-provider bundle catalog
 # (default: every image the node tier runs, i.e. all but bundle and catalog). stdout: JSON (names,
 # digests; build/import/push print the references as `names` does). Progress: stderr.
 #
@@ -33,7 +33,6 @@
 #   driver             ghcr.io/secrets-store-csi-py/driver:v<version>             images/driver.Dockerfile
 #   operator           ghcr.io/secrets-store-csi-py/operator:v<version>           images/operator.Dockerfile
 #   provider           ghcr.io/secrets-store-csi-py/e2e-provider:v<version>       images/provider.Dockerfile
-#   registrar          registry.k8s.io/sig-storage/csi-node-driver-registrar:<v>  images/node-driver-registrar.Dockerfile
 #   livenessprobe      registry.k8s.io/sig-storage/livenessprobe:<v>              images/livenessprobe.Dockerfile
 #   upstream-provider  gcr.io/k8s-staging-csi-secrets-store/e2e-provider:<v>      images/upstream-e2e-provider.Dockerfile
 #   bundle             ghcr.io/secrets-store-csi-py/operator-bundle:v<version>    bundle.Dockerfile
@@ -71,7 +70,7 @@ DEBIAN_MIRROR="${SSCSI_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PYTHON_BASE=docker.io/library/python:3.11-slim-bookworm
 OPM_BASE="quay.io/operator-framework/opm:$OPM_VERSION"
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n1)"
-NODE_IMAGES=(pause busybox driver operator provider registrar livenessprobe upstream-provider)
+NODE_IMAGES=(pause busybox driver operator provider livenessprobe upstream-provider)
 ALL_IMAGES=("${NODE_IMAGES[@]}" bundle catalog)
 # The repository files each project image's build context contributes (what its COPY lines read).
 PY_INPUTS=(constraints.txt kube proto driver provider operator)
@@ -100,10 +99,6 @@ image_info() {
       read -ra INPUTS <<<"constraints.txt ${PY_PARTS[$1]}"
       ARGS=("VERSION=$VERSION") DEPS=(python-base)
       [[ $1 == operator ]] && INPUTS+=(assets) ;;
-    registrar)
-      PUBLIC="registry.k8s.io/sig-storage/csi-node-driver-registrar:$NODE_DRIVER_REGISTRAR_VERSION"
-      DOCKERFILE=images/node-driver-registrar.Dockerfile ARGS=("VERSION=$NODE_DRIVER_REGISTRAR_VERSION")
-      BINS=("$TOOLS_CACHE/tools/bin/csi-node-driver-registrar") ;;
     livenessprobe)
       PUBLIC="registry.k8s.io/sig-storage/livenessprobe:$LIVENESSPROBE_VERSION"
       DOCKERFILE=images/livenessprobe.Dockerfile ARGS=("VERSION=$LIVENESSPROBE_VERSION")

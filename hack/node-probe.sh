@@ -98,7 +98,7 @@ elif ! compgen -G "$TOOLS_CACHE/images/python-base-*/rootfs.tar" >/dev/null &&
   missing "the Debian mirror (debootstrap of the python base image; nothing is cached yet)"
 fi
 
-for b in csi-node-driver-registrar livenessprobe upstream-e2e-provider; do
+for b in livenessprobe upstream-e2e-provider; do
   [[ -x "$TOOLS_CACHE/tools/bin/$b" ]] || missing "$TOOLS_CACHE/tools/bin/$b (run: make node-tools)"
 done
 

@@ -4,8 +4,8 @@ Session setup, in order (each step idempotent; a warm rerun takes seconds):
   1. hack/node-probe.sh: the machine can run it, else every test SKIPs naming what is missing
   2. hack/node-up.sh: containerd, the node's own control plane (/tmp/sscsi-node-cluster), kubelet
   3. hack/images.sh import: every image built by buildah from images/*.Dockerfile (pause, busybox,
-     driver, operator, provider, node-driver-registrar and livenessprobe from their upstream
-     release source, the upstream driver's own e2e provider), imported into containerd
+     driver, operator, provider, livenessprobe from its upstream release source, the upstream
+     driver's own e2e provider), imported into containerd
   4. the reference provider and upstream's e2e provider as DaemonSets on
      /var/run/secrets-store-csi-providers (sockets e2e-provider.sock, upstream-e2e-provider.sock)
   5. the operator as a cluster without OLM installs it: one `kubectl apply -f dist/install.yaml`, only

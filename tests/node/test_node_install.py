@@ -1,5 +1,5 @@
-"""The operator, started as a pod from its image, deploys the driver; kubelet registers it through
-the upstream node-driver-registrar, and upstream's livenessprobe answers for the driver's Probe."""
+"""The operator, started as a pod from its image, deploys the driver; the driver registers itself with
+kubelet (plugin registration API), and upstream's livenessprobe answers for the driver's Probe."""
 
 from __future__ import annotations
 
@@ -41,22 +41,17 @@ def test_driver_daemonset_uses_local_images(installation: Installation) -> None:
     images = {c["name"]: c["image"] for c in pod["spec"]["containers"]}
     assert set(images.values()) == {
         installation.images["driver"],
-        installation.images["registrar"],
         installation.images["livenessprobe"],
     }
     assert all(s["ready"] for s in pod["status"]["containerStatuses"])
 
 
-def test_sidecars_are_the_upstream_releases(installation: Installation) -> None:
-    """The DaemonSet runs the upstream releases pinned in hack/versions.env, and says so."""
+def test_sidecar_is_the_upstream_release(installation: Installation) -> None:
+    """The one sidecar left, livenessprobe, is the upstream release pinned in hack/versions.env."""
     pod = installation.driver_pod()
     images = {c["name"]: c["image"] for c in pod["spec"]["containers"]}
-    registrar = VERSIONS["NODE_DRIVER_REGISTRAR_VERSION"]
-    assert images["csi-node-driver-registrar"].endswith(f"/csi-node-driver-registrar:{registrar}")
+    assert list(images) == ["csi-driver", "csi-liveness-probe"]
     assert images["csi-liveness-probe"].endswith(f"/livenessprobe:{VERSIONS['LIVENESSPROBE_VERSION']}")
-    # The registrar reports the release stamped into it (upstream's -X main.version).
-    log = installation.driver_container_logs("csi-node-driver-registrar")
-    assert f'"Version" version="{registrar}"' in log, log[:2000]
 
 
 def test_busybox_is_the_built_image(installation: Installation) -> None:
@@ -64,13 +59,18 @@ def test_busybox_is_the_built_image(installation: Installation) -> None:
 
 
 def test_kubelet_registered_the_driver(installation: Installation) -> None:
-    """The real registration path: the registrar's socket in kubelet's plugin watcher directory,
-    kubelet's GetInfo then NotifyRegistrationStatus(plugin_registered), the CSINode entry."""
+    """The real registration path: the driver's own registration socket in kubelet's plugin watcher
+    directory, kubelet's GetInfo then NotifyRegistrationStatus(plugin_registered) logged by the driver,
+    the driver container Ready (its /readyz answers 200 only after that), the CSINode entry."""
     reg_sock = f"{PLUGINS_REGISTRY}/{DRIVER_NAME}-reg.sock"
     assert stat.S_ISSOCK(os.stat(reg_sock).st_mode)
-    log = installation.driver_container_logs("csi-node-driver-registrar")
-    assert "Registration Server started" in log and f"/registration/{DRIVER_NAME}-reg.sock" in log
-    assert '"Received NotifyRegistrationStatus call" status="plugin_registered:true"' in log, log[-2000:]
+    log = installation.driver_container_logs("csi-driver")
+    assert "registered with kubelet" in log, log[-2000:]
+    pod = installation.driver_pod()
+    driver = next(c for c in pod["spec"]["containers"] if c["name"] == "csi-driver")
+    assert driver["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": "HTTP"}
+    ready = {s["name"]: s["ready"] for s in pod["status"]["containerStatuses"]}
+    assert ready["csi-driver"] is True
     csinode = installation.kube.get("csinode", NODE_NAME)
     assert [d["nodeID"] for d in csinode["spec"]["drivers"] if d["name"] == DRIVER_NAME] == [NODE_NAME]
     csidriver = installation.kube.get("csidriver", DRIVER_NAME)

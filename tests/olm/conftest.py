@@ -45,7 +45,7 @@ from olmkit import (
 OLM_DIR = Path(__file__).resolve().parent
 # Images the bundle's CSV and the catalog name, plus what the tests run.
 FORCE_REMOVAL = "operator.secrets-store.csi.x-k8s.io/force-removal"
-PUSHED = ("driver", "operator", "provider", "registrar", "livenessprobe", "busybox", "bundle", "catalog")
+PUSHED = ("driver", "operator", "provider", "livenessprobe", "busybox", "bundle", "catalog")
 
 
 def _is_olm_test(item: pytest.Item) -> bool:
