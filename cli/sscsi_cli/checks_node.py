@@ -177,10 +177,14 @@ def check_csinode(facts: PodFacts) -> Link:
         if driver.get("name") == names.DRIVER_NAME:
             return ok(CSINODE, f"CSINode {node} lists {names.DRIVER_NAME} (node ID {driver.get('nodeID')})")
     pods = facts.driver_pods if isinstance(facts.driver_pods, list) else []
+    mine = [p for p in pods if (p.get("spec") or {}).get("nodeName") == node]
+    # The driver registers itself with kubelet and logs each outcome.
     ns = facts.driver_namespace
     fix = (
-        f"kubectl logs -n {ns} {pods[0]['metadata']['name']} -c {names.REGISTRAR_CONTAINER}"
-        if pods
+        f"kubectl logs -n {ns} {mine[0]['metadata']['name']} -c {names.DRIVER_CONTAINER}: "
+        '"registered with kubelet" once kubelet accepted the driver, otherwise '
+        '"kubelet refused the registration; registering again" with kubelet\'s error'
+        if mine
         else "kubelet registers the driver once its pod runs on the node (see the driver link)"
     )
     what = f"no CSINode {node}" if csinode is None else f"CSINode {node} does not list {names.DRIVER_NAME}"

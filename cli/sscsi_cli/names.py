@@ -8,7 +8,6 @@ DRIVER_NAMESPACE: Final = "secrets-store-csi-driver"
 DAEMONSET: Final = "secrets-store-csi-driver-node"
 OPERATOR_DEPLOYMENT: Final = "secrets-store-csi-operator"
 DRIVER_CONTAINER: Final = "csi-driver"
-REGISTRAR_CONTAINER: Final = "csi-node-driver-registrar"
 METRICS_PORT: Final = 8095
 
 MANAGED_LABEL: Final = "secrets-store.csi.k8s.io/managed"

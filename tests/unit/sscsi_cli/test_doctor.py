@@ -136,7 +136,9 @@ def test_driver_not_registered(world: World) -> None:
     code, links = world.links()
     assert code == 1
     assert links["CSINode registration"]["reason"] == "DriverNotRegistered"
-    assert "-c csi-node-driver-registrar" in links["CSINode registration"]["fix"]
+    fix = links["CSINode registration"]["fix"]
+    assert "-c csi-driver" in fix
+    assert "registered with kubelet" in fix and "kubelet refused the registration" in fix
 
 
 def test_cr_removed(world: World) -> None:

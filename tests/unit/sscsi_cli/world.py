@@ -1,7 +1,9 @@
 """A cluster of recorded objects behind the CLI's `Cluster` seam, and the real node tier's healthy world.
 
 `recorded/healthy.json` holds objects read with kubectl from the real node tier (operator, driver,
-the two providers, an app pod whose volume syncs a Secret; Secret values removed). Scenarios
+the two providers, an app pod whose volume syncs a Secret; Secret values removed). Edited since to
+the driver registering itself: the node-driver-registrar container, its image and variables taken
+out, the driver container given its registration flags, mount and /readyz probe. Scenarios
 change one thing each, the way tests/node/test_node_doctor.py breaks the real node.
 """
 
