@@ -1,7 +1,7 @@
 """Invariant 5: no stamp digest in any log of the node or its control plane.
 
 Scanned, from where each file stood when the run started: every container log kubelet keeps under
-/var/log/pods (the driver's, registrar's, provider's and operator's, every instance, killed ones too:
+/var/log/pods (the driver's, liveness probe's, provider's and operator's, every instance, killed ones too:
 what `kubectl logs [--previous]` serves) and every file in $SSCSI_NODE_CLUSTER_DIR/logs (kubelet,
 containerd, etcd, apiserver, controller-manager, scheduler, kube-proxy, the audit log). Pod log
 directories vanish with their pod (a DaemonSet rollout replaces the driver's), so the scan runs every
