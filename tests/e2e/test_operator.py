@@ -310,7 +310,9 @@ def test_unmanaged_leaves_manual_edits_alone(
         return current and progressing.get("reason") == "Unmanaged"
 
     wait_until("the Unmanaged status", unmanaged)
-    verbose = [{"op": "replace", "path": "/spec/template/spec/containers/0/args/11", "value": "-v=9"}]
+    # The driver's -v flag, by position: a JSON patch replaces one list element.
+    v = next(i for i, arg in enumerate(driver_args(daemonset(cluster, operator))) if arg.startswith("-v="))
+    verbose = [{"op": "replace", "path": f"/spec/template/spec/containers/0/args/{v}", "value": "-v=9"}]
     must(
         cluster.kubectl(
             "patch", "daemonset", DAEMONSET, "-n", namespace, "--type=json", "-p", json.dumps(verbose)
@@ -321,13 +323,13 @@ def test_unmanaged_leaves_manual_edits_alone(
     if restart:
         operator.restart()
     time.sleep(RESYNC_SECONDS * 1.5)
-    assert driver_args(daemonset(cluster, operator))[11] == "-v=9"
+    assert driver_args(daemonset(cluster, operator))[v] == "-v=9"
     assert kubectl_json(cluster, "service", SERVICE, "-n", namespace) is None
     found = conditions(get_cr(cluster))
     assert found["Upgradeable"]["status"] == "False" and found["Upgradeable"]["reason"] == "Unmanaged"
 
     ensure_settled(cluster, operator)  # Managed again: everything as declared
-    assert driver_args(daemonset(cluster, operator))[11] == "-v=2"
+    assert driver_args(daemonset(cluster, operator))[v] == "-v=2"
     assert kubectl_json(cluster, "service", SERVICE, "-n", namespace) is not None
 
 
