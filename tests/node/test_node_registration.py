@@ -74,8 +74,14 @@ def test_refused_registration_is_retried_by_the_running_driver(
     wait_for("the running driver to register again once the apiserver serves", registered_again, timeout=180)
     still = ctx.wait_container(ctx.driver, timeout=30)
     assert still.pid == restarted.pid, "the driver process was restarted instead of registering again"
+    # kubelet reports the pod's status once the apiserver serves again: the kill above, no other restart
+    wait_for(
+        "kubelet to report the driver's restart",
+        lambda: restart_count(installation, name) > restarts or None,
+        timeout=120,
+    )
+    assert restart_count(installation, name) == restarts + 1
     wait_for("the driver pod to be Ready", lambda: _driver_ready(installation, name) or None, timeout=60)
-    assert restart_count(installation, name) == restarts + 1  # only the kill above
 
     installation.kube.apply(spc("registration-spc", objects=("foo",)), ns)
     pod_spec = app_pod_spec([("secrets", "registration-spc", MOUNT)])
