@@ -2,7 +2,10 @@
 sidecars' -v in the pod template), then set back at heal (a second rollout).
 
 Both edits go through the apiserver, which another fault may have down: each is retried until it lands
-or its deadline passes.
+or its deadline passes. The fault lasts until the DaemonSet has rolled out the restored template, not
+only until the edit landed: after apiserver restarts the DaemonSet controller may take a minute to
+replace the driver pod, and volumes are not refreshed while no driver runs (chaos seed 20 counted such
+a late rollout as fault-free time).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from node.nodekit import KubectlError
 
@@ -20,7 +24,9 @@ from .faults import ChaosNode, FaultError
 
 INJECT_SECONDS = 45.0  # an apiserver or etcd restart under way is waited out
 HEAL_SECONDS = 120.0
+ROLLOUT_SECONDS = 240.0
 KIND = "clustercsidriver"
+VERBOSITY = {"Normal": 2, "Debug": 4, "Trace": 6, "TraceAll": 8}  # the operator's logLevel -> -v
 
 
 @dataclass
@@ -53,6 +59,23 @@ class ClusterCsiDriverEdit:
             original = self._original
             self._retry(lambda: self._set_log_level(original), HEAL_SECONDS)
             self._original = None
+            self._wait_rolled_out(original)
+
+    def _wait_rolled_out(self, level: str) -> None:
+        """Until the DaemonSet runs the template with `level`'s -v on every node it schedules to."""
+        flag = f"-v={VERBOSITY.get(level, 2)}"
+        deadline = time.monotonic() + ROLLOUT_SECONDS
+        state = "not read yet"
+        while time.monotonic() < deadline:
+            try:
+                ds = self.ctx.kube.get("daemonset", self.ctx.driver_app, self.ctx.driver_namespace)
+                state = rollout_state(ds, flag)
+            except (KubectlError, OSError, subprocess.TimeoutExpired) as err:
+                state = f"unreadable: {err}"
+            if state == "done":
+                return
+            time.sleep(1.0)
+        raise FaultError(f"driver DaemonSet not rolled out to {flag} in {ROLLOUT_SECONDS:.0f}s: {state}")
 
     def _log_level(self) -> str:
         cr = self.ctx.kube.get(KIND, self.ctx.cluster_csi_driver)
@@ -75,3 +98,21 @@ class ClusterCsiDriverEdit:
                         f"ClusterCSIDriver edit did not go through in {seconds:.0f}s: {err}"
                     ) from err
             time.sleep(1.0)
+
+
+def rollout_state(ds: dict[str, Any], flag: str) -> str:
+    """ "done" when the DaemonSet's current template carries `flag` and every scheduled pod is updated
+    and available; else what is missing."""
+    containers = ds["spec"]["template"]["spec"]["containers"]
+    driver = next((c for c in containers if c["name"] == "csi-driver"), None)
+    if driver is None or flag not in driver.get("args", []):
+        return f"template without {flag} yet"
+    status = ds.get("status") or {}
+    if status.get("observedGeneration", 0) < ds["metadata"].get("generation", 0):
+        return "controller has not seen the template yet"
+    desired = status.get("desiredNumberScheduled", 0)
+    updated = status.get("updatedNumberScheduled", 0)
+    available = status.get("numberAvailable", 0)
+    if desired and updated == desired and available == desired:
+        return "done"
+    return f"updated {updated}/{desired}, available {available}/{desired}"

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from chaos.faults import KINDS, ChaosNode, Fault, FaultError, node_faults
+from chaos.faults_cluster import VERBOSITY
 from node import nodekit as kit
 from nodekit import app_pod_spec, spc, wait_for, wait_pod_ready
 from nodesetup import DRIVER_APP, OPERATOR_NAMESPACE, Installation, driver_installed
@@ -29,7 +30,6 @@ SALT = "chaos-faults-test"
 PERIOD = 5
 MOUNT = "/mnt/secrets-store"
 HOLD = 3.0
-VERBOSITY = {"Normal": 2, "Debug": 4, "Trace": 6, "TraceAll": 8}
 LINE = re.compile(r"^(?P<ns>[^/]+)/(?P<pod>[^/]+)/foo v(?P<v>\d+) [0-9a-f]{32}\n$")
 
 

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chaos import faults, faults_provider, faults_resources
@@ -244,3 +245,31 @@ def test_disk_full_fills_and_frees_a_small_filesystem(small_fs: Path) -> None:
     (small_fs / "more").unlink(missing_ok=True)
     stat = os.statvfs(small_fs)
     assert stat.f_bavail == stat.f_blocks
+
+
+def _daemonset(
+    flag: str, generation: int, observed: int, desired: int, updated: int, available: int
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"template": {"spec": {"containers": [{"name": "csi-driver", "args": ["-n", flag]}]}}},
+        "status": {
+            "observedGeneration": observed,
+            "desiredNumberScheduled": desired,
+            "updatedNumberScheduled": updated,
+            "numberAvailable": available,
+        },
+    }
+
+
+def test_rollout_ends_the_ccd_edit_fault_only_once_every_pod_runs_the_restored_template() -> None:
+    """Seed 20: the restoring edit landed, but the DaemonSet replaced the driver pod a minute later;
+    that time must count as fault time (the fault's heal waits for this state)."""
+    from chaos.faults_cluster import rollout_state
+
+    unseen = "controller has not seen the template yet"
+    assert rollout_state(_daemonset("-v=4", 3, 3, 1, 1, 1), "-v=2") == "template without -v=2 yet"
+    assert rollout_state(_daemonset("-v=2", 4, 3, 1, 1, 1), "-v=2") == unseen
+    assert rollout_state(_daemonset("-v=2", 4, 4, 1, 0, 1), "-v=2") == "updated 0/1, available 1/1"
+    assert rollout_state(_daemonset("-v=2", 4, 4, 1, 1, 0), "-v=2") == "updated 1/1, available 0/1"
+    assert rollout_state(_daemonset("-v=2", 4, 4, 1, 1, 1), "-v=2") == "done"
