@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 
 from .faults import ChaosNode, FaultError, Workload
 
-INJECT_WAIT_SECONDS = 10.0
+# A kill waits for its container to run: other faults (a DaemonSet rollout the controller-manager is slow
+# to carry out after apiserver restarts, kubelet or containerd down) can leave none for over a minute
+# (seed 20: none for 10 s, the kill was lost and the run missed a fault kind).
+INJECT_WAIT_SECONDS = 120.0
 KILL_TIMEOUT = 30.0
 START_TIMEOUT = 200.0  # node-component.sh gives a start 150 s (SSCSI_COMPONENT_START_TIMEOUT)
 
