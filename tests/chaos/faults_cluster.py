@@ -51,6 +51,9 @@ class ClusterCsiDriverEdit:
             self._retry(lambda: self._set_log_level(other), INJECT_SECONDS)
             if self._original is None:
                 self._original = current
+            # The operator has rendered the edit: heal's rollout wait then cannot mistake the untouched
+            # template for the restored one (seed 20: it did, and both rollouts ran after the faults).
+            self._wait_for(other, ROLLOUT_SECONDS, rolled_out=False)
 
     def heal(self) -> None:
         with self._lock:
@@ -59,12 +62,13 @@ class ClusterCsiDriverEdit:
             original = self._original
             self._retry(lambda: self._set_log_level(original), HEAL_SECONDS)
             self._original = None
-            self._wait_rolled_out(original)
+            self._wait_for(original, ROLLOUT_SECONDS, rolled_out=True)
 
-    def _wait_rolled_out(self, level: str) -> None:
-        """Until the DaemonSet runs the template with `level`'s -v on every node it schedules to."""
+    def _wait_for(self, level: str, seconds: float, rolled_out: bool) -> None:
+        """Until the driver DaemonSet's template carries `level`'s -v and, with `rolled_out`, every node
+        it schedules to runs it."""
         flag = f"-v={VERBOSITY.get(level, 2)}"
-        deadline = time.monotonic() + ROLLOUT_SECONDS
+        deadline = time.monotonic() + seconds
         state = "not read yet"
         while time.monotonic() < deadline:
             try:
@@ -72,10 +76,10 @@ class ClusterCsiDriverEdit:
                 state = rollout_state(ds, flag)
             except (KubectlError, OSError, subprocess.TimeoutExpired) as err:
                 state = f"unreadable: {err}"
-            if state == "done":
+            if state == "done" or (not rolled_out and state.startswith(("updated", "controller"))):
                 return
             time.sleep(1.0)
-        raise FaultError(f"driver DaemonSet not rolled out to {flag} in {ROLLOUT_SECONDS:.0f}s: {state}")
+        raise FaultError(f"driver DaemonSet not at {flag} in {seconds:.0f}s: {state}")
 
     def _log_level(self) -> str:
         cr = self.ctx.kube.get(KIND, self.ctx.cluster_csi_driver)
