@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from chaos.faults import ChaosNode
 from node import nodekit as kit
-from nodekit import KubectlError, app_pod_spec, spc, wait_for, wait_pod_ready
+from nodekit import NODE_NAME, KubectlError, app_pod_spec, spc, wait_for, wait_pod_ready
 from nodesetup import OPERATOR_NAMESPACE, Installation
 
 POD_LOGS = Path("/var/log/pods")
@@ -85,6 +85,7 @@ def test_refused_registration_is_retried_by_the_running_driver(
 
     installation.kube.apply(spc("registration-spc", objects=("foo",)), ns)
     pod_spec = app_pod_spec([("secrets", "registration-spc", MOUNT)])
+    pod_spec["nodeName"] = NODE_NAME  # kubelet and the driver are the subject, not the scheduler's reconnect
     reader = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"}, "spec": pod_spec}
     installation.kube.apply(reader, ns)
     wait_pod_ready(installation.kube, "reader", ns, timeout=180)
