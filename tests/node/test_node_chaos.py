@@ -21,12 +21,6 @@ FAULT_SECONDS = 100.0
 WARMUP_SECONDS = 15.0
 
 
-# Opt-in until five consecutive seeds are green (seed 20 missed the 120 s convergence bound on
-# kubelet/registrar back-off after overlapping kubelet+apiserver restarts; docs/chaos.md).
-@pytest.mark.skipif(
-    os.environ.get("SSCSI_NODE_CHAOS") != "1",
-    reason="short chaos soak is opt-in (SSCSI_NODE_CHAOS=1) until five consecutive seeds pass",
-)
 @pytest.mark.timeout(900)
 def test_chaos_short(
     installation: Installation, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
