@@ -28,7 +28,7 @@ help:
 	@echo "make demo         real node + OLM: the operator installed from its catalog, a pod's secret read and rotated"
 	@echo "make bundle       regenerate the OLM bundle and file-based catalog from their sources"
 	@echo "make bench        our driver vs the upstream Go driver -> bench-results/ (median+range of 3 rounds; ~15 min)"
-	@echo "make bench-scale  500-volume node, M=10/25/50 simulated nodes, 10 min soak, both drivers (<= 45 min)"
+	@echo "make bench-scale  500-volume node, M=10/25/50 simulated nodes, 20 min soak, both drivers (<= 45 min)"
 	@echo "make bundle-validate  operator-sdk bundle validate (operatorframework suite) + opm validate"
 	@echo "make node-tools   livenessprobe, upstream e2e provider from ../shared/upstream-src"
 	@echo "make live-tools   kube-proxy, CoreDNS, registry, OLM v0 (olm, catalog, package-server), grpc_health_probe"

@@ -201,7 +201,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--node-pods", type=int, default=0, help="pods (2 volumes each) of the node part (250)")
     p.add_argument("--pods-per-node", type=int, default=0, help="pods per simulated node (8)")
     p.add_argument("--idle-seconds", type=float, default=0, help="cluster idle window (60)")
-    p.add_argument("--soak-minutes", type=float, default=0, help="soak duration (10)")
+    p.add_argument("--soak-minutes", type=float, default=0, help="soak duration (20)")
     p.add_argument("--soak-serial", action="store_true", help="soak one driver after the other")
     p.add_argument(
         "--drivers", default="ours,upstream", help="comma list, run in this order (default: %(default)s)"

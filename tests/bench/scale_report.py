@@ -176,8 +176,9 @@ def table(doc: dict[str, Any]) -> str:
                 f"{d}: {r['seconds']:g}s, {c.get('created', 0)} pods churned, "
                 f"{c.get('republished', 0)} republishes; "
                 f"RSS {a['rss_baseline_mib']} -> {a['rss_end_mib']} MiB, slope "
-                f"{a['rss_slope_mib_per_10min']} MiB/10 min; fds {span('fds')}; threads {span('threads')}; "
-                f"tasks {span('tasks')}: {verdict}"
+                f"{a['rss_slope_mib_per_10min']} MiB/10 min (last half "
+                f"{a.get('rss_slope_last_half_mib_per_10min')}); fds {span('fds')}; "
+                f"threads {span('threads')}; tasks {span('tasks')}: {verdict}"
             )
     return "\n".join(lines).rstrip() + "\n"
 

@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from . import heap_probe
+
 ENV = "SSCSI_BENCH_TASKS_FILE"
 
 
@@ -65,9 +67,11 @@ def read(path: Path) -> dict[str, Any] | None:
 
 
 def main() -> int:
+    policy = RecordingPolicy()
+    heap_probe.start(lambda: policy.loops[-1] if policy.loops else None)  # before the driver's imports
+
     from sscsi_driver.main import main as driver_main
 
-    policy = RecordingPolicy()
     asyncio.set_event_loop_policy(policy)
     target = os.environ.get(ENV)
     if target:

@@ -50,6 +50,14 @@ def test_soak_leak_is_not_flat() -> None:
     assert doc["rss_slope_mib_per_10min"] > 1.0 and doc["flat"] is False
 
 
+def test_soak_last_half_slope_tells_a_leak_from_growth_that_slows() -> None:
+    leak = soak.analyse(samples([50.0 + 0.02 * i for i in range(40)], [20] * 40, [10] * 40), 0.0)
+    assert leak["rss_slope_last_half_mib_per_10min"] == pytest.approx(leak["rss_slope_mib_per_10min"])
+    settling = [50.0 + 1.5 * (1 - 0.93**i) for i in range(40)]  # grows, ever slower
+    doc = soak.analyse(samples(settling, [20] * 40, [10] * 40), 0.0)
+    assert doc["rss_slope_last_half_mib_per_10min"] < doc["rss_slope_mib_per_10min"] / 2
+
+
 def test_soak_tasks_not_observable_is_said_not_judged() -> None:
     doc = soak.analyse(samples([50.0] * 5, [20] * 5, [None] * 5), 0.0)
     assert doc["tasks"] is None and doc["flat"] is True
