@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.nodekit import KubectlError
+from sscsi_operator.spec import LogLevel
 
 from .faults import ChaosNode, FaultError
 
@@ -26,7 +27,6 @@ INJECT_SECONDS = 45.0  # an apiserver or etcd restart under way is waited out
 HEAL_SECONDS = 120.0
 ROLLOUT_SECONDS = 240.0
 KIND = "clustercsidriver"
-VERBOSITY = {"Normal": 2, "Debug": 4, "Trace": 6, "TraceAll": 8}  # the operator's logLevel -> -v
 
 
 @dataclass
@@ -67,7 +67,7 @@ class ClusterCsiDriverEdit:
     def _wait_for(self, level: str, seconds: float, rolled_out: bool) -> None:
         """Until the driver DaemonSet's template carries `level`'s -v and, with `rolled_out`, every node
         it schedules to runs it."""
-        flag = f"-v={VERBOSITY.get(level, 2)}"
+        flag = f"-v={LogLevel(level).verbosity}"
         deadline = time.monotonic() + seconds
         state = "not read yet"
         while time.monotonic() < deadline:

@@ -33,6 +33,8 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from chaos.faults import ChaosNode
+from node import nodekit as kit
 from nodekit import CLUSTER_DIR, HACK, Kube
 from nodesetup import (
     LOGS_DIR,
@@ -138,3 +140,10 @@ def ns(node: Node) -> Iterator[str]:
     yield name
     # Waited for: the pods' volumes are torn down through the driver while it is still installed.
     node.kube.run("delete", "namespace", name, "--ignore-not-found", "--timeout=120s", timeout=150)
+
+
+@pytest.fixture
+def chaos_node(installation: Installation) -> ChaosNode:
+    """What the chaos faults need, on the installed node (they speak node.nodekit, the runner's import
+    path, not this tier's bare `nodekit`)."""
+    return ChaosNode(kit.Kube(installation.kube.kubeconfig))

@@ -16,10 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 from chaos.faults import KINDS, ChaosNode, Fault, FaultError, node_faults
-from chaos.faults_cluster import VERBOSITY
-from node import nodekit as kit
 from nodekit import app_pod_spec, spc, wait_for, wait_pod_ready
 from nodesetup import DRIVER_APP, OPERATOR_NAMESPACE, Installation, driver_installed
+from sscsi_operator.spec import LogLevel
 from sscsi_provider.stamp import stamp_line
 
 pytestmark = pytest.mark.skipif(
@@ -34,14 +33,8 @@ LINE = re.compile(r"^(?P<ns>[^/]+)/(?P<pod>[^/]+)/foo v(?P<v>\d+) [0-9a-f]{32}\n
 
 
 @pytest.fixture
-def ctx(installation: Installation) -> ChaosNode:
-    # chaos.faults speaks node.nodekit (the runner's import path), not the bare `nodekit` of this tier
-    return ChaosNode(kit.Kube(installation.kube.kubeconfig))
-
-
-@pytest.fixture
-def faults(ctx: ChaosNode) -> Iterator[dict[str, Fault]]:
-    by_kind = {f.kind: f for f in node_faults(ctx)}
+def faults(chaos_node: ChaosNode) -> Iterator[dict[str, Fault]]:
+    by_kind = {f.kind: f for f in node_faults(chaos_node)}
     yield by_kind
     for fault in by_kind.values():  # a failed test leaves nothing injected
         with contextlib.suppress(FaultError):
@@ -68,50 +61,53 @@ def assert_reads_stamp(installation: Installation, ns: str, name: str) -> None:
     assert abs(version - time.time() // PERIOD) <= 60 // PERIOD + 1
 
 
-def serving(ctx: ChaosNode, component: str) -> bool:
+def serving(chaos_node: ChaosNode, component: str) -> bool:
     try:
-        ctx.node_component("status", component, 30)
+        chaos_node.node_component("status", component, 30)
     except FaultError:
         return False
     return True
 
 
-def provider_answers(ctx: ChaosNode) -> bool:
+def provider_answers(chaos_node: ChaosNode) -> bool:
     try:
-        return "fault" in ctx.provider_control("/state")
+        return "fault" in chaos_node.provider_control("/state")
     except FaultError:
         return False
 
 
-def recovered(installation: Installation, ctx: ChaosNode, ns: str, name: str) -> None:
+def recovered(installation: Installation, chaos_node: ChaosNode, ns: str, name: str) -> None:
     """The driver Ready and registered, every component serving, a new pod reading its secret."""
     for component in ("etcd", "kube-apiserver", "containerd", "kubelet"):
-        wait_for(f"{component} serving", lambda c=component: serving(ctx, c), 120)
+        wait_for(f"{component} serving", lambda c=component: serving(chaos_node, c), 120)
     wait_for("the driver installed and registered", lambda: driver_installed(installation.kube), 240)
-    wait_for("the provider's control endpoint", lambda: provider_answers(ctx), 60)
+    wait_for("the provider's control endpoint", lambda: provider_answers(chaos_node), 60)
     stamped_pod(installation, ns, name)
     assert_reads_stamp(installation, ns, name)
 
 
-def acted(kind: str, fault: Fault, ctx: ChaosNode, installation: Installation, ns: str) -> None:
+def acted(kind: str, fault: Fault, chaos_node: ChaosNode, installation: Installation, ns: str) -> None:
     """What shows that the fault took effect."""
     if kind.endswith("-kill"):
-        workload = {"driver-kill": ctx.driver, "provider-kill": ctx.provider, "operator-kill": ctx.operator}[
-            kind
-        ]
+        workload = {
+            "driver-kill": chaos_node.driver,
+            "provider-kill": chaos_node.provider,
+            "operator-kill": chaos_node.operator,
+        }[kind]
         killed = fault.killed[-1]  # type: ignore[attr-defined]
         wait_for(
             f"kubelet to restart {workload.container}",
-            lambda: any(c.id != killed for c in ctx.containers(workload)),
+            lambda: any(c.id != killed for c in chaos_node.containers(workload)),
             120,
         )
     elif kind.startswith("provider-"):
         mode = {"provider-hang": "hang", "provider-slow": "slow", "provider-garbage": "garbage"}[kind]
-        assert f'"mode": "{mode}"' in ctx.provider_control("/state")
+        assert f'"mode": "{mode}"' in chaos_node.provider_control("/state")
         stamped_pod(installation, ns, "during")
         if mode == "hang":
             wait_for(
-                "a Mount held by the hang", lambda: '"hung_mounts": 0' not in ctx.provider_control("/state")
+                "a Mount held by the hang",
+                lambda: '"hung_mounts": 0' not in chaos_node.provider_control("/state"),
             )
         elif mode == "garbage":
             wait_for(
@@ -119,11 +115,11 @@ def acted(kind: str, fault: Fault, ctx: ChaosNode, installation: Installation, n
             )
     elif kind.endswith("-restart"):
         component = kind.removesuffix("-restart").replace("apiserver", "kube-apiserver")
-        assert not serving(ctx, component)
+        assert not serving(chaos_node, component)
     elif kind == "ccd-edit-rollout":
-        level = installation.kube.get("clustercsidriver", ctx.cluster_csi_driver)["spec"]["logLevel"]
+        level = installation.kube.get("clustercsidriver", chaos_node.cluster_csi_driver)["spec"]["logLevel"]
         assert level != fault._original  # type: ignore[attr-defined]
-        flag = f"-v={VERBOSITY[level]}"
+        flag = f"-v={LogLevel(level).verbosity}"
         wait_for(
             f"the operator to render {flag} into the DaemonSet", lambda: flag in driver_args(installation), 60
         )
@@ -144,7 +140,7 @@ def warnings(installation: Installation, ns: str) -> str:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_fault_acts_and_node_recovers(
-    kind: str, installation: Installation, ctx: ChaosNode, faults: dict[str, Fault], ns: str
+    kind: str, installation: Installation, chaos_node: ChaosNode, faults: dict[str, Fault], ns: str
 ) -> None:
     fault = faults[kind]
     reason = fault.probe()
@@ -153,10 +149,10 @@ def test_fault_acts_and_node_recovers(
     started = time.monotonic()
     fault.inject()
     assert time.monotonic() - started < 20, "inject returns within seconds"
-    acted(kind, fault, ctx, installation, ns)
+    acted(kind, fault, chaos_node, installation, ns)
     time.sleep(HOLD)
     fault.heal()
     fault.heal()
-    recovered(installation, ctx, ns, "after")
+    recovered(installation, chaos_node, ns, "after")
     if kind in ("provider-hang", "provider-garbage", "provider-slow"):
         assert_reads_stamp(installation, ns, "during")

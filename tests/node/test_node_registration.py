@@ -11,30 +11,23 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from chaos.faults import ChaosNode
-from node import nodekit as kit
+from chaos.logscan import POD_LOGS
 from nodekit import NODE_NAME, KubectlError, app_pod_spec, spc, wait_for, wait_pod_ready
 from nodesetup import OPERATOR_NAMESPACE, Installation
 
-POD_LOGS = Path("/var/log/pods")
 REFUSED = "kubelet refused the registration; registering again"
 REGISTERED = "registered with kubelet"
 MOUNT = "/mnt/secrets-store"
 
 
 @pytest.fixture
-def ctx(installation: Installation) -> ChaosNode:
-    return ChaosNode(kit.Kube(installation.kube.kubeconfig))
-
-
-@pytest.fixture
-def apiserver_back(ctx: ChaosNode) -> Iterator[None]:
+def apiserver_back(chaos_node: ChaosNode) -> Iterator[None]:
     """Whatever the test does, the apiserver serves again afterwards."""
     yield
-    ctx.node_component("start", "kube-apiserver", timeout=200)
+    chaos_node.node_component("start", "kube-apiserver", timeout=200)
 
 
 def driver_log(pod_uid: str) -> str:
@@ -49,30 +42,30 @@ def restart_count(installation: Installation, pod_name: str) -> int:
 
 
 def test_refused_registration_is_retried_by_the_running_driver(
-    installation: Installation, ctx: ChaosNode, ns: str, apiserver_back: None
+    installation: Installation, chaos_node: ChaosNode, ns: str, apiserver_back: None
 ) -> None:
     pod = installation.driver_pod()
     name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
     restarts = restart_count(installation, name)
     refusals_before = driver_log(uid).count(REFUSED)
 
-    ctx.node_component("kill", "kube-apiserver", timeout=30)
-    victim = ctx.wait_container(ctx.driver)
+    chaos_node.node_component("kill", "kube-apiserver", timeout=30)
+    victim = chaos_node.wait_container(chaos_node.driver)
     os.kill(victim.pid, signal.SIGKILL)  # kubelet starts it again and registers it: CSINode unwritable
     wait_for(
         "kubelet to refuse the new driver's registration (apiserver down)",
         lambda: driver_log(uid).count(REFUSED) > refusals_before or None,
         timeout=120,
     )
-    restarted = ctx.wait_container(ctx.driver, timeout=30)
-    ctx.node_component("start", "kube-apiserver", timeout=200)
+    restarted = chaos_node.wait_container(chaos_node.driver, timeout=30)
+    chaos_node.node_component("start", "kube-apiserver", timeout=200)
 
     def registered_again() -> bool | None:
         log = driver_log(uid)
         return REGISTERED in log[log.rfind(REFUSED) :] or None
 
     wait_for("the running driver to register again once the apiserver serves", registered_again, timeout=180)
-    still = ctx.wait_container(ctx.driver, timeout=30)
+    still = chaos_node.wait_container(chaos_node.driver, timeout=30)
     assert still.pid == restarted.pid, "the driver process was restarted instead of registering again"
     # kubelet reports the pod's status once the apiserver serves again: the kill above, no other restart
     wait_for(
