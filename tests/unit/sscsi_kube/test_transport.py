@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sscsi_kube import ApiError, KubeClient
+from sscsi_kube import ApiError, KubeClient, transport
 from sscsi_kube.resources import POD, SECRET
 
 from unit.sscsi_kube.tls_kit import Pki, Seen, Server, answer, chunked, make_pki, server_tls
@@ -279,3 +279,62 @@ async def test_large_answers_arrive_whole_through_the_smaller_tls_read_buffer(
         assert (await api.get(SECRET, "s", "ns"))["items"] == items
         await api.close()
     assert server.connections == 1
+
+
+async def test_a_burst_shares_a_few_connections_and_watches_are_not_counted(pki: Pki, tmp_path: Path) -> None:
+    busy = {"now": 0, "most": 0}
+    done, watching = asyncio.Event(), asyncio.Event()
+
+    async def serve(seen: Seen) -> bytes | None:
+        if "watch=" in seen.target:
+            if len(server.seen) == 8:
+                watching.set()
+            await done.wait()  # a watch: its connection stays taken until the test ends
+            return None
+        busy["now"] += 1
+        busy["most"] = max(busy["most"], busy["now"])
+        await asyncio.sleep(0.02)
+        busy["now"] -= 1
+        return await ok(seen)
+
+    async with Server(serve, server_tls(pki)) as server:
+        config = kubeconfig(
+            tmp_path / "kc", server.url, cert_user(pki), {"certificate-authority": str(pki.ca)}
+        )
+        api = KubeClient.from_config(config, "t")
+
+        async def first_event(namespace: str) -> None:
+            async for _ in api.watch(POD, namespace, "1"):
+                return
+
+        watches = [asyncio.create_task(first_event(f"ns{i}")) for i in range(8)]
+        await watching.wait()  # eight watches hold eight connections and no request slot
+        names = [f"s{i}" for i in range(30)]
+        got = await asyncio.gather(*(api.get(SECRET, name, "ns") for name in names))
+        done.set()
+        await asyncio.gather(*watches, return_exceptions=True)
+        await api.close()
+    assert [g["metadata"]["name"].rsplit("/", 1)[1] for g in got] == names
+    assert busy["most"] == transport.MAX_IN_FLIGHT
+    assert server.connections == 8 + transport.MAX_IN_FLIGHT, "30 requests on MAX_IN_FLIGHT connections"
+
+
+async def test_waiting_for_a_request_slot_is_bounded_by_the_timeout(pki: Pki, tmp_path: Path) -> None:
+    async def serve(seen: Seen) -> bytes | None:
+        await asyncio.sleep(2)  # never answers in time
+        return None
+
+    async with Server(serve, server_tls(pki)) as server:
+        config = kubeconfig(
+            tmp_path / "kc", server.url, cert_user(pki), {"certificate-authority": str(pki.ca)}
+        )
+        api = KubeClient.from_config(config, "t", timeout=0.3)
+        results = await asyncio.gather(
+            *(api.get(SECRET, f"s{i}", "ns") for i in range(transport.MAX_IN_FLIGHT + 2)),
+            return_exceptions=True,
+        )
+        await api.close()
+        await asyncio.sleep(2)  # the handlers end before their server closes
+    assert all(isinstance(r, ApiError) and r.status == 503 for r in results)
+    messages = {r.message.split(":")[0] for r in results if isinstance(r, ApiError)}
+    assert messages == {"apiserver unreachable", "apiserver"}, "timed out answers and slots alike"
