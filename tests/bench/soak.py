@@ -7,7 +7,8 @@ rotation interval is shorter than a tick, so each pass refreshes), then unpublis
 pods beyond the pool size. Tasks: ours through bench.task_probe (asyncio.all_tasks() in the driver's
 loop); upstream's goroutines from its go_goroutines metric when it serves one.
 Flat: RSS slope after warm-up < 1 MiB per 10 minutes, fds/tasks/threads within +-2 of their value at
-the end of warm-up.
+the end of warm-up: the median of the last minute's samples against the median of the first minute
+after warm-up (one sample can catch a keep-alive connection opening or expiring; a leak moves the median).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import collections
 import dataclasses
 import os
+import statistics
 import sys
 import time
 import urllib.request
@@ -33,6 +35,7 @@ from .settings import Shared
 TESTS_DIR = Path(__file__).resolve().parents[1]
 SLOPE_LIMIT_MIB = 1.0
 COUNT_TOLERANCE = 2
+COUNT_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def slope_per_10min(points: list[tuple[float, float]]) -> float | None:
 
 
 def analyse(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
-    """Slope of RSS after warm-up; fds/threads/tasks at the end against their value after warm-up."""
+    """Slope of RSS after warm-up; fds/threads/tasks in the last minute against the first after warm-up."""
     after = [s for s in samples if s["t"] >= warmup_s] or samples[-3:]
     slope = slope_per_10min([(s["t"], s["rss_mib"]) for s in after])
     # A leak grows with the pods churned, so at the same rate in every window; what the allocators
@@ -83,10 +86,15 @@ def analyse(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
         if not values:
             out[key] = None  # not observable for this driver
             continue
-        delta = values[-1] - values[0]
+        counted = [s for s in after if s.get(key) is not None]
+        start, stop = counted[0]["t"] + COUNT_WINDOW_S, counted[-1]["t"] - COUNT_WINDOW_S
+        baseline = statistics.median_low([s[key] for s in counted if s["t"] < start])
+        end = statistics.median_low([s[key] for s in counted if s["t"] > stop])
+        delta = end - baseline
         out[key] = {
-            "baseline": values[0],
-            "end": values[-1],
+            "baseline": baseline,
+            "end": end,
+            "last": values[-1],
             "min": min(values),
             "max": max(values),
             "delta": delta,

@@ -37,17 +37,27 @@ def test_soak_flat_after_warmup_ignores_warmup_growth() -> None:
     doc = soak.analyse(samples([*warmup, *after], fds, tasks), 30.0)
     assert doc["samples_after_warmup"] == 6
     assert doc["rss_slope_mib_per_10min"] is not None and abs(doc["rss_slope_mib_per_10min"]) < 1.0
-    assert doc["fds"] == {"baseline": 25, "end": 25, "min": 25, "max": 25, "delta": 0}
+    assert doc["fds"] == {"baseline": 25, "end": 25, "last": 25, "min": 25, "max": 25, "delta": 0}
     assert doc["flat"] is True
 
 
 def test_soak_leak_is_not_flat() -> None:
-    # RSS flat but one fd per sample: a descriptor leak
-    doc = soak.analyse(samples([50.0] * 8, list(range(20, 28)), [10] * 8), 0.0)
-    assert doc["fds"]["delta"] == 7 and doc["flat"] is False
+    # RSS flat but one fd per sample: a descriptor leak (medians of the first and last minute: 22 and 56)
+    doc = soak.analyse(samples([50.0] * 40, list(range(20, 60)), [10] * 40), 0.0)
+    assert doc["fds"]["delta"] == 34 and doc["flat"] is False
+    # three descriptors more for good from the middle on
+    doc = soak.analyse(samples([50.0] * 40, [31] * 20 + [34] * 20, [10] * 40), 0.0)
+    assert doc["fds"]["delta"] == 3 and doc["flat"] is False
     # RSS growing 0.2 MiB per 10 s = 12 MiB per 10 min
     doc = soak.analyse(samples([50.0 + 0.2 * i for i in range(8)], [20] * 8, [10] * 8), 0.0)
     assert doc["rss_slope_mib_per_10min"] > 1.0 and doc["flat"] is False
+
+
+def test_soak_one_sample_catching_a_connection_come_or_gone_is_not_a_leak() -> None:
+    fds = [31] * 20 + [29, 31, 30, 31] * 4 + [31, 31, 31, 28]  # a 20-min run's shape, at 10 s per sample
+    doc = soak.analyse(samples([50.0] * 40, fds, [10] * 40), 0.0)
+    assert doc["fds"] == {"baseline": 31, "end": 31, "last": 28, "min": 28, "max": 31, "delta": 0}
+    assert doc["flat"] is True
 
 
 def test_soak_last_half_slope_tells_a_leak_from_growth_that_slows() -> None:
