@@ -8,7 +8,6 @@ import ctypes
 import gc
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from .models import NODE_LABEL, SecretProviderClass
 from .node import NodeService
 from .provider_client import ProviderClients
 from .publisher import Publisher
-from .registration import KubeletRegistration, registration_socket
+from .registration import KubeletRegistration, registration_socket, unlink_socket
 from .secret_sync import SecretSyncer
 from .spcps import PodStatusWriter
 
@@ -158,20 +157,14 @@ async def _start_csi_server(cfg: Config, publisher: Publisher, stack: contextlib
     flight), then the socket file is removed."""
     socket_path = unix_socket_path(cfg.endpoint)
     Path(socket_path).parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(socket_path)
-    stack.callback(_unlink_quietly, socket_path)
+    unlink_socket(socket_path)
+    stack.callback(unlink_socket, socket_path)
     server = grpc.aio.server()
     csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(cfg.driver_name, __version__), server)
     csi_pb2_grpc.add_NodeServicer_to_server(NodeService(cfg.node_id, publisher), server)
     server.add_insecure_port(f"unix:{socket_path}")
     await server.start()
     stack.push_async_callback(server.stop, 5)
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 async def _beat(heartbeat: Heartbeat) -> None:

@@ -109,7 +109,7 @@ class KubeletRegistration(reg_grpc.RegistrationServicer):
 
     async def _serve(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        _unlink(self.socket_path)
+        unlink_socket(self.socket_path)
         server = grpc.aio.server()
         reg_grpc.add_RegistrationServicer_to_server(self, server)
         server.add_insecure_port(f"unix:{self.socket_path}")
@@ -120,9 +120,10 @@ class KubeletRegistration(reg_grpc.RegistrationServicer):
         if self._server is not None:
             await self._server.stop(0)
             self._server = None
-        _unlink(self.socket_path)
+        unlink_socket(self.socket_path)
 
 
-def _unlink(path: Path) -> None:
+def unlink_socket(path: str | Path) -> None:
+    """Remove a unix socket file that may already be gone."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

@@ -67,12 +67,19 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 async def _wait_for_new_socket(path: Path, old: tuple[int, int]) -> tuple[int, int]:
-    for _ in range(200):
+    """Until a new socket file is there and answers: gRPC creates the file when it binds, before it
+    listens, so a call in between is refused (kubelet's plugin watcher dials blocking, with a timeout)."""
+    for _ in range(1000):
         now = _identity(path)
         if now is not None and now != old:
-            return now
+            try:
+                await _get_info(path)
+            except grpc.aio.AioRpcError:
+                pass
+            else:
+                return now
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{path} was not created again")
+    raise AssertionError(f"{path} was not created again, or does not answer")
 
 
 async def test_kubelet_learns_the_plugin_and_its_csi_socket(registration: KubeletRegistration) -> None:
