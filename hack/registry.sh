@@ -81,10 +81,12 @@ up() {
   done
   # OTEL_TRACES_EXPORTER=none: the registry would otherwise try to export traces to a collector.
   OTEL_TRACES_EXPORTER=none setsid "$REGISTRY_BIN" serve "$RUN_DIR/config.yml" </dev/null >"$LOG_FILE" 2>&1 &
-  printf '%s\n' "$!" >"$PID_FILE"
-  local deadline=$((SECONDS + 20))
+  local pid=$! deadline=$((SECONDS + 20))
+  printf '%s\n' "$pid" >"$PID_FILE"
+  # Alive, not running_pid: until the child has exec'd, its command line is still the shell's (a CI run
+  # said "did not come up" on that race while the registry came up).
   until answering; do
-    if ((SECONDS >= deadline)) || ! running_pid >/dev/null; then
+    if ((SECONDS >= deadline)) || [[ ! -e "/proc/$pid" ]]; then
       rlog "registry did not come up; log $LOG_FILE:"
       tail -n 20 "$LOG_FILE" >&2
       exit 1
