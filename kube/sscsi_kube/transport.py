@@ -26,10 +26,6 @@ from .errors import ApiError, from_reply, from_transport
 
 IDLE_SECONDS = 60.0  # the apiserver closes idle connections after 90 s
 MAX_IDLE = 20
-# Requests on the wire at once (watches not counted: each holds its own connection). Without a bound a
-# burst of N publishes opened N connections, each a TLS handshake of ~4 ms of this process's CPU;
-# an answer takes a few ms, so a few connections carry a node's burst (measured: issue 15's table).
-MAX_IN_FLIGHT = 6
 TLS_READ_SIZE = 32 * 1024
 _FAILURES = (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, http1.ProtocolError)
 _SAFE_PATH = "/:@!$&'()*+,;=-._~"
@@ -142,13 +138,10 @@ class Stream:
 class HttpTransport:
     """Requests to one `Endpoint`; `timeout` bounds connecting and each wait for answer bytes."""
 
-    def __init__(
-        self, endpoint: Endpoint, user_agent: str, timeout: float = 15.0, max_in_flight: int = MAX_IN_FLIGHT
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, user_agent: str, timeout: float = 15.0) -> None:
         self._endpoint = endpoint
         self._timeout = timeout
         self._idle: list[_Connection] = []
-        self._in_flight = asyncio.Semaphore(max_in_flight)
         self._headers = {
             "Host": endpoint.authority,
             "User-Agent": user_agent,
@@ -279,21 +272,10 @@ class HttpTransport:
         body: bytes | None = None,
         content_type: str | None = None,
     ) -> Reply:
-        """One exchange; any status comes back as a Reply (the caller maps >= 400). It waits for one of
-        the `max_in_flight` slots, so a burst reuses a few connections instead of opening one each."""
+        """One exchange; any status comes back as a Reply (the caller maps >= 400)."""
         target = self._target(path, query)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._in_flight.acquire()
-        except TimeoutError as err:
-            message = "apiserver: no answer to the requests in flight"
-            raise ApiError(503, "ServiceUnavailable", message) from err
-        try:
-            connection, head = await self._open(method, target, body, content_type)
-            answer = await self._finish(method, connection, head)
-        finally:
-            self._in_flight.release()
-        return Reply(head.status, head.reason, head.headers, answer)
+        connection, head = await self._open(method, target, body, content_type)
+        return Reply(head.status, head.reason, head.headers, await self._finish(method, connection, head))
 
     async def stream(self, path: str, query: Mapping[str, str | int] | None, read_timeout: float) -> Stream:
         """A GET whose body is read as it comes (`Stream.lines`), each wait bounded by `read_timeout`."""

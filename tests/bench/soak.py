@@ -82,11 +82,11 @@ def analyse(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
     }
     flat = slope is not None and slope < SLOPE_LIMIT_MIB
     for key in ("fds", "threads", "tasks"):
-        values = [s[key] for s in after if s.get(key) is not None]
-        if not values:
+        counted = [s for s in after if s.get(key) is not None]
+        if not counted:
             out[key] = None  # not observable for this driver
             continue
-        counted = [s for s in after if s.get(key) is not None]
+        values = [s[key] for s in counted]
         start, stop = counted[0]["t"] + COUNT_WINDOW_S, counted[-1]["t"] - COUNT_WINDOW_S
         baseline = statistics.median_low([s[key] for s in counted if s["t"] < start])
         end = statistics.median_low([s[key] for s in counted if s["t"] > stop])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sscsi_kube import ApiError, KubeClient, transport
+from sscsi_kube import ApiError, KubeClient, client
 from sscsi_kube.resources import POD, SECRET
 
 from unit.sscsi_kube.tls_kit import Pki, Seen, Server, answer, chunked, make_pki, server_tls
@@ -315,8 +315,8 @@ async def test_a_burst_shares_a_few_connections_and_watches_are_not_counted(pki:
         await asyncio.gather(*watches, return_exceptions=True)
         await api.close()
     assert [g["metadata"]["name"].rsplit("/", 1)[1] for g in got] == names
-    assert busy["most"] == transport.MAX_IN_FLIGHT
-    assert server.connections == 8 + transport.MAX_IN_FLIGHT, "30 requests on MAX_IN_FLIGHT connections"
+    assert busy["most"] == client.MAX_IN_FLIGHT
+    assert server.connections == 8 + client.MAX_IN_FLIGHT, "30 requests on MAX_IN_FLIGHT connections"
 
 
 async def test_waiting_for_a_request_slot_is_bounded_by_the_timeout(pki: Pki, tmp_path: Path) -> None:
@@ -330,7 +330,7 @@ async def test_waiting_for_a_request_slot_is_bounded_by_the_timeout(pki: Pki, tm
         )
         api = KubeClient.from_config(config, "t", timeout=0.3)
         results = await asyncio.gather(
-            *(api.get(SECRET, f"s{i}", "ns") for i in range(transport.MAX_IN_FLIGHT + 2)),
+            *(api.get(SECRET, f"s{i}", "ns") for i in range(client.MAX_IN_FLIGHT + 2)),
             return_exceptions=True,
         )
         await api.close()
