@@ -106,14 +106,26 @@ apiserver_ready() {
   [[ "$body" == ok ]]
 }
 
+# pid_running PID: the process exists and has not exited (a child of the caller that died stays a
+# zombie until reaped). Judges a daemon just started with `cmd &`: until the child has exec'd, its
+# /proc/<pid>/cmdline is still the shell's, so component_pid (which checks the command line) can say
+# "not ours" for a daemon that is starting (fresh-clone runs failed on that race).
+pid_running() {
+  local stat
+  [[ "$1" =~ ^[0-9]+$ ]] && read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+  stat=${stat##*) }
+  [[ "${stat%% *}" != Z ]]
+}
+
 # wait_for DESCRIPTION TIMEOUT_SECONDS COMPONENT COMMAND...: poll COMMAND every 0.5 s;
-# give up early when COMPONENT's process has died.
+# give up early when COMPONENT's process (its pid file) has died.
 wait_for() {
-  local what=$1 timeout=$2 component=$3
+  local what=$1 timeout=$2 component=$3 pid
   shift 3
   local deadline=$((SECONDS + timeout))
   until "$@"; do
-    if ! component_pid "$component" >/dev/null; then
+    pid="$(cat "$PIDS_DIR/$component.pid" 2>/dev/null || true)"
+    if ! pid_running "$pid"; then
       log "$component exited while waiting for $what"
       return 1
     fi
