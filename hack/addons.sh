@@ -115,10 +115,10 @@ EOF
   local pid=$! deadline=$((SECONDS + 30))
   printf '%s\n' "$pid" >"$PROXY_PID"
   alog "started kube-proxy (pid $pid), log: $logfile"
-  # pid_running, not proxy_pid: until the child has exec'd, its command line is still the shell's.
+  # running, not proxy_pid: until the child has exec'd, its command line is still the shell's.
   until [[ "$(curl -sS --max-time 2 http://127.0.0.1:10256/healthz 2>/dev/null)" == *lastUpdated* ]] &&
     iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes:https'; do
-    if ((SECONDS >= deadline)) || ! pid_running "$pid"; then
+    if ((SECONDS >= deadline)) || ! running "$pid"; then
       alog "kube-proxy did not program the kubernetes Service"
       tail -n 30 "$logfile" >&2
       exit 1

@@ -106,26 +106,17 @@ apiserver_ready() {
   [[ "$body" == ok ]]
 }
 
-# pid_running PID: the process exists and has not exited (a child of the caller that died stays a
-# zombie until reaped). Judges a daemon just started with `cmd &`: until the child has exec'd, its
-# /proc/<pid>/cmdline is still the shell's, so component_pid (which checks the command line) can say
-# "not ours" for a daemon that is starting (fresh-clone runs failed on that race).
-pid_running() {
-  local stat
-  [[ "$1" =~ ^[0-9]+$ ]] && read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  stat=${stat##*) }
-  [[ "${stat%% *}" != Z ]]
-}
-
 # wait_for DESCRIPTION TIMEOUT_SECONDS COMPONENT COMMAND...: poll COMMAND every 0.5 s;
-# give up early when COMPONENT's process (its pid file) has died.
+# give up early when COMPONENT's process (its pid file) has died. `running`, not component_pid: until
+# a daemon just started with `cmd &` has exec'd, its command line is still the shell's (a fresh-clone
+# make test failed on that race: "kube-apiserver exited while waiting", with an empty log).
 wait_for() {
   local what=$1 timeout=$2 component=$3 pid
   shift 3
   local deadline=$((SECONDS + timeout))
   until "$@"; do
     pid="$(cat "$PIDS_DIR/$component.pid" 2>/dev/null || true)"
-    if ! pid_running "$pid"; then
+    if ! running "$pid"; then
       log "$component exited while waiting for $what"
       return 1
     fi
@@ -148,6 +139,7 @@ show_log() {
 # running PID: the process exists and is not a zombie (a zombie has exited; init reaps it).
 running() {
   local state=""
+  [[ "$1" =~ ^[0-9]+$ ]] || return 1 # "" would read /proc/stat
   { read -r _ _ state _ <"/proc/$1/stat"; } 2>/dev/null || return 1
   [[ "$state" != Z ]]
 }

@@ -15,7 +15,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/lib-cluster.sh
-source "$HERE/lib-cluster.sh" # versions.env, pid_running
+source "$HERE/lib-cluster.sh" # versions.env, running
 
 REGISTRY="${SSCSI_REGISTRY:-127.0.0.1:5000}"
 REGISTRY_DIR="${SSCSI_REGISTRY_DIR:-/var/lib/sscsi-registry}"
@@ -83,9 +83,9 @@ up() {
   OTEL_TRACES_EXPORTER=none setsid "$REGISTRY_BIN" serve "$RUN_DIR/config.yml" </dev/null >"$LOG_FILE" 2>&1 &
   local pid=$! deadline=$((SECONDS + 20))
   printf '%s\n' "$pid" >"$PID_FILE"
-  # pid_running, not running_pid: until the child has exec'd, its command line is still the shell's.
+  # running (lib-cluster.sh), not running_pid: until the child has exec'd, its command line is still the shell's.
   until answering; do
-    if ((SECONDS >= deadline)) || ! pid_running "$pid"; then
+    if ((SECONDS >= deadline)) || ! running "$pid"; then
       rlog "registry did not come up; log $LOG_FILE:"
       tail -n 20 "$LOG_FILE" >&2
       exit 1
