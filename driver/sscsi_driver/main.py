@@ -24,6 +24,7 @@ from .identity import IdentityService
 from .metrics import Heartbeat, Metrics, serve
 from .models import NODE_LABEL, SecretProviderClass
 from .node import NodeService
+from .node_pods import node_pods
 from .provider_client import ProviderClients
 from .publisher import Publisher
 from .registration import KubeletRegistration, registration_socket, unlink_socket
@@ -48,6 +49,9 @@ async def run(cfg: Config) -> None:
         stack.push_async_callback(spcps_cache.stop)
         spcs = NamespacedCache(api, SPC)
         stack.push_async_callback(spcs.stop)
+        pods = node_pods(api, cfg.node_id, cfg.driver_name, spcs)
+        pods.start()
+        stack.push_async_callback(pods.stop)
         providers = ProviderClients(
             cfg.provider_dirs,
             cfg.max_call_recv_msg_size,
@@ -68,7 +72,7 @@ async def run(cfg: Config) -> None:
             metrics=metrics,
         )
         if cfg.enable_secret_sync:
-            syncer = _secret_syncer(cfg, api, spcps_cache, spcs, events, metrics, publisher)
+            syncer = _secret_syncer(cfg, api, pods, spcps_cache, spcs, events, metrics, publisher)
             stack.push_async_callback(syncer.stop)
 
         registration = _kubelet_registration(cfg)
@@ -120,6 +124,7 @@ def _ready(registration: KubeletRegistration | None) -> bool:
 def _secret_syncer(
     cfg: Config,
     api: KubeClient,
+    pods: Informer,
     spcps_cache: Informer,
     spcs: NamespacedCache,
     events: EventRecorder,
@@ -139,7 +144,7 @@ def _secret_syncer(
 
     syncer = SecretSyncer(
         api,
-        cfg.node_id,
+        pods=pods,
         spcps=spcps_cache,
         events=events,
         metrics=metrics,

@@ -11,10 +11,10 @@ Three modules, one job each:
   retry per volume, dropped when the volume is unpublished); every synced volume is passed again
   every 5 minutes (upstream requeues as often), so a Secret deleted by hand comes back.
 
-Reads come from node-filtered watch caches (pods by `spec.nodeName`, Secrets by the managed label,
-SPCPS by the node label), started on the first SPC with secretObjects, so a refresh that changes
-nothing sends no request. A failure never fails the mount, and the other Secrets of the SPC still
-sync. Secret contents never reach a log line or an event.
+Reads come from node-filtered watch caches: the node's pods (`node_pods`) and SPCPS by the node label,
+both started with the driver, and Secrets by the managed label, started on the first SPC with
+secretObjects; so a refresh that changes nothing sends no request. A failure never fails the mount,
+and the other Secrets of the SPC still sync. Secret contents never reach a log line or an event.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sscsi_kube import EventRecorder, Informer, KubeClient
-from sscsi_kube.resources import POD, SECRET
+from sscsi_kube.resources import SECRET
 
 from .metrics import Metrics
 from .models import MANAGED_LABEL, SecretProviderClass
@@ -44,8 +44,8 @@ class SecretSyncer:
     def __init__(
         self,
         api: KubeClient,
-        node: str,
         *,
+        pods: Informer,
         spcps: Informer,
         events: EventRecorder,
         metrics: Metrics,
@@ -63,13 +63,12 @@ class SecretSyncer:
             api, spcps=spcps, events=events, metrics=metrics, cache_timeout=cache_timeout, lookup=lookup
         )
         self._max_secret_objects = max_secret_objects
-        self._node = node
         self._is_mounted = is_mounted
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._attempt_timeout = attempt_timeout
         self._resync_interval = resync_interval
-        self._pods: Informer | None = None
+        self._pods = pods
         self._secrets: Informer | None = None
         self._failures: dict[str, int] = {}  # target -> consecutive failed attempts
         self._retries: dict[str, asyncio.Task[None]] = {}
@@ -79,15 +78,12 @@ class SecretSyncer:
 
     # -- lifecycle --
 
-    def _start_caches(self) -> tuple[Informer, Informer]:
-        """Started on the first SPC with secretObjects, so nodes that never sync watch nothing extra."""
-        if self._pods is None:
-            self._pods = Informer(self._api, POD, fields={"spec.nodeName": self._node})
-            self._pods.start()
+    def _start_secrets(self) -> Informer:
+        """Started on the first SPC with secretObjects, so nodes that never sync watch no Secrets."""
         if self._secrets is None:
             self._secrets = Informer(self._api, SECRET, labels={MANAGED_LABEL: "true"})
             self._secrets.start()
-        return self._pods, self._secrets
+        return self._secrets
 
     async def stop(self) -> None:
         tasks = [*self._retries.values(), *self._background]
@@ -98,10 +94,9 @@ class SecretSyncer:
                 await task
         self._retries.clear()
         self._resync = None
-        for informer in (self._pods, self._secrets):
-            if informer is not None:
-                await informer.stop()
-        self._pods = self._secrets = None
+        if self._secrets is not None:
+            await self._secrets.stop()
+        self._secrets = None
 
     def forget(self, target: str) -> None:
         """The volume was unpublished: drop its pending retry. (The Secrets stay; GC removes them.)"""
@@ -150,8 +145,7 @@ class SecretSyncer:
                 f"--max-objects-per-volume={self._max_secret_objects}; none synced",
             )
             return True  # not transient: no retry until the SPC changes
-        pods, secrets = self._start_caches()
-        return await self._writer.write_volume(state, spc, pods, secrets)
+        return await self._writer.write_volume(state, spc, self._pods, self._start_secrets())
 
     # -- retries and resync --
 

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 Listener = Callable[[str, Obj], None]
+Transform = Callable[[Obj], Obj]
 key_of = object_key
 
 
@@ -30,9 +31,13 @@ class Informer:
         namespace: str | None = None,
         labels: Mapping[str, str] | None = None,
         fields: Mapping[str, str] | None = None,
+        transform: Transform | None = None,
     ) -> None:
+        """`transform` (default: drop managedFields) shapes every object before it is stored or heard
+        by listeners: keep only what the readers use, so memory follows what they need."""
         self._api = api
         self._res = res
+        self._transform: Transform = transform or _slim
         self._namespace = namespace
         self._labels = dict(labels or {})
         self._fields = dict(fields or {})
@@ -75,7 +80,7 @@ class Informer:
 
     def upsert_local(self, obj: Obj) -> None:
         """Record an object we just wrote, so reads right after our own write see it."""
-        obj = _slim(obj)
+        obj = self._transform(obj)
         current = self._store.get(key_of(obj))
         if current is None or _rv(obj) >= _rv(current):
             self._store[key_of(obj)] = obj
@@ -100,7 +105,7 @@ class Informer:
 
     async def _list(self) -> str:
         doc = await self._api.list(self._res, self._namespace, labels=self._labels, fields=self._fields)
-        self._replace({key_of(o): _slim(o) for o in doc.get("items") or []})
+        self._replace({key_of(o): self._transform(o) for o in doc.get("items") or []})
         return str((doc.get("metadata") or {}).get("resourceVersion") or "")
 
     async def _run(self) -> None:
@@ -123,7 +128,8 @@ class Informer:
                     send_initial_events=streaming,
                 ):
                     rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                    obj = _slim(obj)
+                    if kind != "BOOKMARK":
+                        obj = self._transform(obj)
                     if initial is not None:
                         if _initial_events_end(kind, obj):
                             self._api.watch_list = True
@@ -231,6 +237,12 @@ class NamespacedCache:
             obj = await self._api.get(self._res, name, namespace)
         self._schedule_idle(namespace)
         return obj
+
+    def warm(self, namespace: str) -> None:
+        """Start the namespace's informer ahead of its first read (a pod bound to this node will
+        mount); it stops after the idle delay unless a volume acquires it meanwhile."""
+        self._informer(namespace)
+        self._schedule_idle(namespace)
 
     def acquire(self, namespace: str) -> None:
         self._refs[namespace] = self._refs.get(namespace, 0) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from harness.env import NODE, csi_volume, objects_param, pod_manifest, spc_manifest
@@ -110,25 +111,37 @@ async def create_spcps(
     await api.create(SPCPS, body, meta["namespace"])
 
 
-async def pods_with_spcs(
-    api: KubeClient,
-    *,
-    namespaces: list[str],
-    node: str,
-    prefix: str,
-    count: int,
-    objects_yaml: str,
-    volumes_per_pod: int = 1,
-) -> list[dict[str, Any]]:
-    """`count` pods on `node`, pod i in namespaces[i % len], each volume with its own SPC (named after
-    the pod for a single volume, "<pod>-v<j>" for several)."""
-    names = [(namespaces[i % len(namespaces)], f"{prefix}-{i:04d}") for i in range(count)]
+@dataclass(frozen=True)
+class PodGroup:
+    """`count` pods on one node, pod i in namespaces[i % len], each volume with its own SPC (named after
+    the pod for a single volume, "<pod>-v<j>" for several). Its SPCs are created first (`create_spcs`),
+    its pods when they land on the node (`create_pods`)."""
 
-    def spcs(name: str) -> list[str]:
-        return [name] if volumes_per_pod == 1 else [f"{name}-v{j}" for j in range(volumes_per_pod)]
+    namespaces: tuple[str, ...]
+    prefix: str
+    count: int
+    volumes_per_pod: int = 1
 
-    await bounded(create_spc(api, ns, spc, objects_yaml) for ns, name in names for spc in spcs(name))
-    return await bounded(create_bench_pod(api, ns, name, node, *spcs(name)) for ns, name in names)
+    @property
+    def pods(self) -> list[tuple[str, str]]:
+        """(namespace, name) of each pod."""
+        spread = self.namespaces
+        return [(spread[i % len(spread)], f"{self.prefix}-{i:04d}") for i in range(self.count)]
+
+    def spcs(self, pod: str) -> list[str]:
+        return [pod] if self.volumes_per_pod == 1 else [f"{pod}-v{j}" for j in range(self.volumes_per_pod)]
+
+    async def create_spcs(self, api: KubeClient, objects_yaml: str) -> None:
+        spcs = [(ns, spc) for ns, name in self.pods for spc in self.spcs(name)]
+        await bounded(create_spc(api, ns, spc, objects_yaml) for ns, spc in spcs)
+
+    async def create_pods(self, api: KubeClient, node: str) -> list[dict[str, Any]]:
+        pods = self.pods
+        return await bounded(create_bench_pod(api, ns, name, node, *self.spcs(name)) for ns, name in pods)
+
+    async def delete_pods(self, api: KubeClient) -> None:
+        """Gone from the node (terminating: without a kubelet they keep their deletionTimestamp)."""
+        await bounded(api.delete(POD, name, ns, missing_ok=True) for ns, name in self.pods)
 
 
 async def delete_namespaces(api: KubeClient, names: Iterable[str], wait: float = 0.0) -> float:

@@ -3,8 +3,10 @@
 One `DriverPhase` = one driver binary on its own node name, namespaces, provider process and kubelet
 directory, against the shared apiserver. Its pods: for each publish size N, N pods with
 `volumes_per_pod` CSI volumes each (every volume its own SecretProviderClass), spread over the phase's
-namespaces; with `large`, the 3 MiB-secret and 100-file pods of scenario 5. The driver may be started
-more than once per phase (a fresh process per publish size: "node start").
+namespaces; with `large`, the 3 MiB-secret and 100-file pods of scenario 5. Their SPCs exist from the
+setup; a scenario binds a group's pods to the node when it wants them (`land`): on a running driver, as
+new pods arrive, or before a driver starts, as at node start. The driver may be started more than once
+per phase (a fresh process per publish size).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.loadgen import LoadGenerator
+from harness.loadgen import LoadGenerator, PreparedVolume, prepare
 
 from . import drivers, fixtures, procstat
 from .audit import Mark
@@ -35,6 +37,7 @@ class DriverPhase(NodeRun):
     volumes_per_pod: int = 1
     driver_starts: int = 0
     result: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, fixtures.PodGroup] = field(default_factory=dict)
     profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -103,44 +106,39 @@ class DriverPhase(NodeRun):
 
     # ---- setup / teardown ----
 
-    async def setup(self) -> dict[str, list[dict[str, Any]]]:
-        """Node, namespaces, pods and SPCs, the provider. Pods by group: "n<N>" per publish size,
-        "big" and "many" for scenario 5."""
+    async def setup(self) -> None:
+        """Node, namespaces, SPCs, the provider; the pods' groups (`land` binds them to the node):
+        "n<N>" per publish size, "big" and "many" for scenario 5."""
         run, short = self.shared.run_id, self.spec.name[0] + self.phase[0]
         await self.create_node(
             f"bench-{run}-{self.spec.name}-{self.phase}",
             [f"b-{run}-{short}-{k}" for k in range(self.s.namespaces_per_driver)],
             self.shared.workroot / f"{self.spec.name}-{self.phase}",
         )
-        api = self.shared.api
+        api, namespaces = self.shared.api, tuple(self.namespaces)
         obj = fixtures.objects(self.s.objects_per_volume, self.s.object_size)
-        pods: dict[str, list[dict[str, Any]]] = {}
         for size in self.sizes:
-            pods[f"n{size}"] = await fixtures.pods_with_spcs(
-                api,
-                namespaces=self.namespaces,
-                node=self.node,
-                prefix=f"p{size}",
-                count=size,
-                objects_yaml=obj,
-                volumes_per_pod=self.volumes_per_pod,
-            )
+            group = fixtures.PodGroup(namespaces, f"p{size}", size, self.volumes_per_pod)
+            await group.create_spcs(api, obj)
+            self.groups[f"n{size}"] = group
         if self.large:
-            ns = self.namespaces[:1]
             big = fixtures.objects_param_sized(self.s.large_secret_bytes)
             many = fixtures.objects(self.s.many_files, self.s.object_size, prefix="file")
             for key, obj_yaml in (("big", big), ("many", many)):
-                pods[key] = await fixtures.pods_with_spcs(
-                    api,
-                    namespaces=ns,
-                    node=self.node,
-                    prefix=key,
-                    count=self.s.large_repeats,
-                    objects_yaml=obj_yaml,
-                )
+                group = fixtures.PodGroup(namespaces[:1], key, self.s.large_repeats)
+                await group.create_spcs(api, obj_yaml)
+                self.groups[key] = group
         # one provider log per phase: start_provider names it after the provider
         await self.start_provider(self.shared.logs_dir)
-        return pods
+
+    async def land(self, key: str) -> list[PreparedVolume]:
+        """The group's pods, bound to the node now; their volumes as kubelet will publish them."""
+        pods = await self.groups[key].create_pods(self.shared.api, self.node)
+        return [v for pod in pods for v in prepare(pod, self.kubelet_root)]
+
+    async def leave(self, key: str) -> None:
+        """The group's pods deleted (after their volumes were unpublished)."""
+        await self.groups[key].delete_pods(self.shared.api)
 
     async def teardown(self, wait_namespaces: bool) -> None:
         waited = await self.remove(wait_namespaces)

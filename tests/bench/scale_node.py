@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from functools import partial
 from typing import Any
 
-from harness.loadgen import LoadGenerator, PreparedVolume, prepare
+from harness.loadgen import LoadGenerator, PreparedVolume
 
 from . import drivers
 from .latency import without_samples
@@ -32,7 +33,9 @@ async def run_node(p: DriverPhase) -> dict[str, Any]:
     """One fresh driver, all of the phase's pods published at once, then scenarios 2 and 3."""
     pods_count = p.sizes[0]
     t0 = time.monotonic()
-    pods = await p.setup()
+    await p.setup()
+    key = f"n{pods_count}"
+    vols = await p.land(key)  # bound before the driver starts: kubelet at node start
     p.result = {
         "node": p.node,
         "namespaces": len(p.namespaces),
@@ -44,10 +47,7 @@ async def run_node(p: DriverPhase) -> dict[str, Any]:
     try:
         gen = await p.start_driver()
         p.result["baseline"] = p.memory()
-        vols: list[PreparedVolume] = [
-            v for pod in pods[f"n{pods_count}"] for v in prepare(pod, p.kubelet_root)
-        ]
-        entry, burst_started, burst_ended = await publish_burst(p, gen, vols)
+        entry, vols, burst_started, burst_ended = await publish_burst(p, gen, partial(_ready, vols))
         entry["volumes"] = len(vols)
         entry["volumes_with_files"] = sum(1 for v in vols if file_count(v.target) > 0)
         p.say(
@@ -62,6 +62,10 @@ async def run_node(p: DriverPhase) -> dict[str, Any]:
     finally:
         await p.stop_driver(gen)
     return p.result
+
+
+async def _ready(vols: list[PreparedVolume]) -> list[PreparedVolume]:
+    return vols
 
 
 async def run_node_limit(

@@ -35,8 +35,7 @@ def provider_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     w = World(tmp_path)
     yield w
-    await w.syncer.stop()
-    await w.events.drain()
+    await w.stop()
 
 
 @pytest.fixture(scope="module")

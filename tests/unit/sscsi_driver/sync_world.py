@@ -20,12 +20,13 @@ from sscsi_driver.models import (
     SecretObject,
     SecretProviderClass,
 )
+from sscsi_driver.node_pods import node_pods
 from sscsi_driver.secret_sync import (
     SecretSyncer,
 )
 from sscsi_driver.volumes import VolumeState
-from sscsi_kube import ApiError, EventRecorder, Informer, Obj, Resource
-from sscsi_kube.resources import POD, SECRET, SPCPS
+from sscsi_kube import ApiError, EventRecorder, Informer, NamespacedCache, Obj, Resource
+from sscsi_kube.resources import POD, SECRET, SPC, SPCPS
 
 NODE = "node-a"
 NS = "app"
@@ -198,9 +199,12 @@ class World:
         self.events = EventRecorder(self.api, "test", NODE)  # type: ignore[arg-type]
         self.spcps = Informer(self.api, SPCPS, labels={NODE_LABEL: NODE})  # type: ignore[arg-type]
         self.mounted: set[str] = set()
+        self.spcs = NamespacedCache(self.api, SPC)  # type: ignore[arg-type]
+        self.pods = node_pods(self.api, NODE, "secrets-store.csi.k8s.io", self.spcs)  # type: ignore[arg-type]
+        self.pods.start()  # as main does: the node's pod cache starts with the driver
         self.syncer = SecretSyncer(
             self.api,  # type: ignore[arg-type]
-            NODE,
+            pods=self.pods,
             spcps=self.spcps,
             events=self.events,
             metrics=self.metrics,
@@ -210,6 +214,12 @@ class World:
             cache_timeout=2.0,
             resync_interval=resync_interval,
         )
+
+    async def stop(self) -> None:
+        await self.syncer.stop()
+        await self.pods.stop()
+        await self.spcs.stop()
+        await self.events.drain()
 
     def pod(self, name: str, owners: list[dict[str, Any]] | None = None) -> PodRef:
         meta: dict[str, Any] = {"name": name, "namespace": NS, "uid": f"pod-uid-{name}"}

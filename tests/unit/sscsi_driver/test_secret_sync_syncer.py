@@ -65,7 +65,7 @@ async def test_creates_secret_owned_by_pod_owner_then_no_requests(world: World) 
 async def test_watches_are_filtered(world: World) -> None:
     pod = world.pod("p", [rs_owner("r")])
     await world.syncer.on_volume(world.volume(pod, {"foo": b"s"}), spc(opaque()))
-    informers = {repr(i) for i in (world.syncer._pods, world.syncer._secrets)}
+    informers = {repr(i) for i in (world.pods, world.syncer._secrets)}
     assert informers == {
         "Informer(pods, ns=None, labels={}, fields={'spec.nodeName': 'node-a'})",
         f"Informer(secrets, ns=None, labels={{'{MANAGED_LABEL}': 'true'}}, fields={{}})",
@@ -74,9 +74,11 @@ async def test_watches_are_filtered(world: World) -> None:
 
 async def test_spc_without_secret_objects_costs_nothing(world: World) -> None:
     pod = world.pod("p")
+    await world.pods.wait_synced()
+    world.api.calls.clear()
     await world.syncer.on_volume(world.volume(pod, {"foo": b"s"}), spc())
     assert world.api.calls == []
-    assert world.syncer._pods is None and world.syncer._secrets is None
+    assert world.syncer._secrets is None
 
 
 async def test_bare_pod_is_owned_by_its_spcps(world: World) -> None:
@@ -318,7 +320,8 @@ async def test_gone_or_terminating_pod_is_skipped(world: World) -> None:
     assert await world.syncer.sync(gone, spc(opaque()))
     pod = world.pod("dying", [rs_owner("web")])
     world.api.store[("pods", NS, "dying")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    await world.syncer.stop()  # the next sync relists the pods
+    await world.pods.stop()  # a direct store edit: the restarted watch sees it
+    world.pods.start()
     assert await world.syncer.sync(world.volume(pod, {"foo": b"s"}), spc(opaque()))
     assert ("secrets", NS, "foosecret") not in world.api.store
     assert await world.events_posted() == []
@@ -373,8 +376,7 @@ async def test_periodic_resync_restores_a_deleted_secret(tmp_path: Path) -> None
         w.mounted.clear()  # unpublished: the resync drops the volume
         await eventually(lambda: w.syncer._volumes == {})
     finally:
-        await w.syncer.stop()
-        await w.events.drain()
+        await w.stop()
 
 
 async def test_sync_finishes_when_kubelet_gives_up(world: World) -> None:

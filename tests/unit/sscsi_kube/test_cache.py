@@ -169,3 +169,44 @@ async def test_cached_objects_leave_managed_fields_out() -> None:
     informer.upsert_local(written)
     assert informer.get("ns", "b") == _spc("b", "3")
     assert written["metadata"]["managedFields"] == [{"manager": "us"}]  # the caller's object is untouched
+
+
+async def test_a_warmed_namespace_is_read_from_its_cache_and_stops_when_no_volume_comes() -> None:
+    script = Script([_spc("a", "9")], [], watch_list=True)
+    cache = NamespacedCache(MockApi(script).client(), SPC, idle_seconds=0.2)
+    cache.warm("ns")
+    assert cache.namespaces == ["ns"]
+    await cache._informers["ns"].wait_synced(5)
+    assert (await cache.get("ns", "a"))["metadata"]["name"] == "a"
+    assert script.gets == [] and script.lists == 0  # the read used the warmed watch
+    for _ in range(100):
+        if not cache.namespaces:
+            break
+        await asyncio.sleep(0.02)
+    assert cache.namespaces == []  # no volume acquired it: stopped after the idle delay
+    await cache.stop()
+
+
+async def test_a_transform_shapes_what_is_stored_and_heard_but_not_the_bookmark() -> None:
+    script = Script([_spc("a", "9")], [{"type": "ADDED", "object": _spc("b", "11")}], watch_list=True)
+
+    def names_only(obj: dict[str, object]) -> dict[str, object]:
+        meta = obj["metadata"]
+        assert isinstance(meta, dict)
+        return {"metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
+
+    informer = Informer(MockApi(script).client(), SPC, namespace="ns", transform=names_only)
+    heard: list[tuple[str, object]] = []
+    informer.add_listener(lambda kind, obj: heard.append((kind, obj)))
+    informer.start()
+    await informer.wait_synced(5)  # the end-of-initial-events bookmark was recognised
+    for _ in range(100):
+        if informer.get("ns", "b") is not None:
+            break
+        await asyncio.sleep(0.01)
+    await informer.stop()
+    assert informer.get("ns", "a") == {"metadata": {"name": "a", "namespace": "ns"}}
+    assert heard == [
+        ("MODIFIED", {"metadata": {"name": "a", "namespace": "ns"}}),
+        ("ADDED", {"metadata": {"name": "b", "namespace": "ns"}}),
+    ]
