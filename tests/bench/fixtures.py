@@ -11,10 +11,9 @@ from typing import Any, TypeVar
 from harness.env import NODE, csi_volume, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod
 from sscsi_driver.models import NODE_LABEL, spcps_name
-from sscsi_kube import ApiError, KubeClient, Resource
-from sscsi_kube.resources import POD, SPC, SPCPS
+from sscsi_kube import ApiError, KubeClient
+from sscsi_kube.resources import NAMESPACE, POD, SPC, SPCPS
 
-NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 MANAGED_BY = "app.kubernetes.io/managed-by"
 BENCH = "sscsi-bench"
 RUN_LABEL = "sscsi-bench/run"

@@ -22,6 +22,7 @@ from typing import Any
 
 from harness.env import NODE
 from sscsi_kube import KubeClient
+from sscsi_kube.resources import NAMESPACE
 
 from . import fixtures
 
@@ -56,7 +57,7 @@ async def find(
     if run_label is not None:
         labels[fixtures.RUN_LABEL] = run_label
     now = time.time()
-    ns = await api.list(fixtures.NAMESPACE, labels=labels)
+    ns = await api.list(NAMESPACE, labels=labels)
     nodes = await api.list(NODE, labels=labels)
     return (
         select(ns.get("items") or [], older_than_s, now),

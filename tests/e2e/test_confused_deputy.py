@@ -20,10 +20,9 @@ import pytest
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, events_for, read_volume, wait_for
 from sscsi_kube import ApiError, KubeClient, Resource
-from sscsi_kube.resources import EVENT, POD, SECRET, SPC, SPCPS
+from sscsi_kube.resources import EVENT, NAMESPACE, POD, SECRET, SPC, SPCPS
 
 CONFIGMAP = Resource("", "v1", "configmaps", "ConfigMap")
-NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 MANAGED = "secrets-store.csi.k8s.io/managed"
 REFUSED = "SecretSyncRefused"
 FOO = objects_param({"objectName": "foo", "objectVersion": "v1"})

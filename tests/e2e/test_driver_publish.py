@@ -5,17 +5,19 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from harness.audit_log import audit_events
 from harness.env import DriverEnv, csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, events_for, read_volume, wait_for
 from sscsi_driver import mounter
 from sscsi_kube import ApiError
-from sscsi_kube.resources import EVENT, POD, SECRET, SPC, SPCPS
+from sscsi_kube.resources import EVENT, NAMESPACE, POD, SECRET, SPC, SPCPS
 
 MANIFESTS = Path(__file__).parent / "manifests"
 FOOKEY = "-----BEGIN PUBLIC KEY-----\nThis is mock key\n-----END PUBLIC KEY-----\n"
@@ -117,6 +119,48 @@ async def test_pod_deletion_garbage_collects_spcps(env: DriverEnv, namespace: st
             return err.not_found
 
     await wait_for(spcps_gone, timeout=90)
+
+
+async def test_a_pod_landing_starts_its_namespaces_spc_watch_before_kubelet_publishes(
+    env: DriverEnv, cluster: Any, namespace: str
+) -> None:
+    """The first publish in a namespace reads a warm cache: the driver watches its node's pods and opens
+    the namespace's SPC watch as a pod with one of our volumes lands, not when kubelet publishes."""
+    since = time.time()
+    other = f"{namespace}-b"  # holds pods that must not open a watch
+    await env.api.create(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
+    try:
+        no_ours = pod_manifest("no-csi", other, env.node, [])
+        elsewhere = pod_manifest("elsewhere", other, "sscsi-another-node", [csi_volume("v", "spc")])
+        for manifest in (no_ours, elsewhere):
+            await create_pod(env.api, manifest)
+        await env.api.create(SPC, spc_manifest("land-spc", namespace, FOO_OBJECTS), namespace)
+        pod = await create_pod(
+            env.api, pod_manifest("landing", namespace, env.node, [csi_volume("v", "land-spc")])
+        )
+
+        def spc_watches(ns: str) -> list[dict[str, Any]]:
+            def match(event: dict[str, Any]) -> bool:
+                ref = event.get("objectRef") or {}
+                return bool(
+                    event["verb"] == "watch"
+                    and ref.get("resource") == "secretproviderclasses"
+                    and ref.get("namespace") == ns
+                    and str(event.get("userAgent", "")).startswith("secrets-store-csi-py/driver/")
+                )
+
+            return audit_events(cluster.logs_dir, since, f'"namespace":"{ns}"', match)
+
+        async def watching() -> bool:
+            return bool(spc_watches(namespace))
+
+        await wait_for(watching, timeout=10)  # no publish yet
+        # the other namespace's pods came first in the node's pod watch, had they been on this node
+        assert spc_watches(other) == []
+        [result] = await env.kubelet.publish_pod(pod)
+        assert result.ok, result.error
+    finally:
+        await env.api.delete(NAMESPACE, other, missing_ok=True)
 
 
 def error_total(metrics: str, error_type: str) -> float:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster import Cluster
+from harness.audit_log import audit_events
 from harness.env import csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, wait_for
 from sscsi_kube import ApiError
@@ -75,19 +76,12 @@ def driver_roles(namespace: str, sync: bool) -> list[dict[str, Any]]:
 
 
 def audited(logs_dir: Path, username: str, since: float) -> list[dict[str, Any]]:
-    marker = json.dumps(username)
-    events = []
-    for path in [logs_dir / "audit.log", *sorted(logs_dir.glob("audit-*.log"))]:
-        if not path.is_file() or path.stat().st_mtime < since:
-            continue
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if marker not in line:
-                    continue
-                event = json.loads(line)
-                if event["user"]["username"] == username and event.get("stage") != "ResponseStarted":
-                    events.append(event)
-    return events
+    """The requests `username` sent (once each: the stage after ResponseStarted)."""
+
+    def match(event: dict[str, Any]) -> bool:
+        return bool(event["user"]["username"] == username and event.get("stage") != "ResponseStarted")
+
+    return audit_events(logs_dir, since, json.dumps(username), match)
 
 
 def grant_of(event: Mapping[str, Any]) -> Grant | None:
