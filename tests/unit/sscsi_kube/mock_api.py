@@ -119,8 +119,8 @@ class MockApi:
     async def close(self) -> None:
         self.closed = True
 
-    def client(self, max_in_flight: int = 16) -> KubeClient:
-        return KubeClient(self, max_in_flight)
+    def client(self) -> KubeClient:
+        return KubeClient(self)  # with the driver's in-flight bound
 
 
 def status(code: int, reason: str, message: str) -> Response:
