@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster import REPO_ROOT, Cluster
+from harness.audit_log import requests_by
 from harness.processes import free_port
 from operator_fixtures import (
     CR_NAME,
@@ -144,26 +145,6 @@ class Request:
         if self.verb in ("patch", "update") and self.code == 201:
             return (self.verb, "create")
         return (self.verb,)
-
-
-def audit_events(logs_dir: Path, username: str, since: float) -> list[dict[str, Any]]:
-    """Audit events of `username` from audit.log and any backup rotated since the run started."""
-    files = [logs_dir / "audit.log", *sorted(logs_dir.glob("audit-*.log"))]
-    marker = json.dumps(username)
-    events: list[dict[str, Any]] = []
-    for path in files:
-        if not path.is_file() or path.stat().st_mtime < since:
-            continue
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if marker in line:
-                    event = json.loads(line)
-                    if (
-                        event.get("user", {}).get("username") == username
-                        and event.get("stage") != "ResponseStarted"
-                    ):
-                        events.append(event)
-    return events
 
 
 @dataclass(frozen=True)
@@ -512,7 +493,7 @@ def test_the_operator_needs_every_csv_permission_and_no_other(
     install.process.stop()
     time.sleep(1)  # the audit backend writes the last watch's completion as the connection closes
 
-    events = audit_events(cluster.logs_dir, install.username, install.started)
+    events = requests_by(cluster.logs_dir, install.username, install.started)
     requests = [r for r in map(Request.from_event, events) if r is not None]
     assert requests, f"no audit events of {install.username} in {cluster.logs_dir}"
     refused = sorted(

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster import Cluster
-from harness.audit_log import audit_events
+from harness.audit_log import requests_by
 from harness.env import csi_volume, driver_env, objects_param, pod_manifest, spc_manifest
 from harness.k8s import create_pod, wait_for
 from sscsi_kube import ApiError
@@ -73,15 +73,6 @@ def driver_roles(namespace: str, sync: bool) -> list[dict[str, Any]]:
         for m in render(parse_spec(spec), settings)
         if m["kind"] == "ClusterRole" and m["metadata"]["name"] in DRIVER_ROLES
     ]
-
-
-def audited(logs_dir: Path, username: str, since: float) -> list[dict[str, Any]]:
-    """The requests `username` sent (once each: the stage after ResponseStarted)."""
-
-    def match(event: dict[str, Any]) -> bool:
-        return bool(event["user"]["username"] == username and event.get("stage") != "ResponseStarted")
-
-    return audit_events(logs_dir, since, json.dumps(username), match)
 
 
 def grant_of(event: Mapping[str, Any]) -> Grant | None:
@@ -235,7 +226,7 @@ async def test_driver_roles_are_sufficient_and_minimal(
     started = time.time() - 1
     await exercise(cluster, audited_driver, namespace, sync)
     await asyncio.sleep(1)  # the last watches' completions reach the audit log as connections close
-    events = audited(cluster.logs_dir, audited_driver.username, started)
+    events = requests_by(cluster.logs_dir, audited_driver.username, started)
     assert events, f"no audit events of {audited_driver.username} in {cluster.logs_dir}"
 
     refused = sorted(

@@ -26,3 +26,14 @@ def audit_events(logs_dir: Path, since: float, needle: str, match: Callable[[Eve
                 if match(event):
                     events.append(event)
     return events
+
+
+def requests_by(logs_dir: Path, username: str, since: float) -> list[Event]:
+    """The requests `username` sent since `since`, once each (the stage after ResponseStarted)."""
+
+    def match(event: Event) -> bool:
+        return bool(
+            event.get("user", {}).get("username") == username and event.get("stage") != "ResponseStarted"
+        )
+
+    return audit_events(logs_dir, since, json.dumps(username), match)
